@@ -1,0 +1,63 @@
+# One entry point for people and CI. Every target installs what it needs first,
+# so a fresh clone needs only python3 (>= 3.11) and network access to PyPI.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ENV_FILE ?= config/dev.env
+# Extra DNS names/IPs for the dev server certificate: make certs SANS="a.example,b.example"
+SANS ?=
+FORCE ?=
+PROTOS := $(shell find protos -name '*.proto')
+GENERATED := service/generated/rpc_package/helloworld_pb2.py
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+
+.PHONY: help venv proto certs run test lint fmt lock wheel clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+# The stamp is rebuilt whenever the lock or the project metadata changes.
+$(BIN)/.installed: requirements-dev.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(BIN)/.installed ## Create .venv and install the locked dependencies and the project
+
+$(GENERATED): $(PROTOS) scripts/gen_protos.py | $(BIN)/.installed
+	$(BIN)/python scripts/gen_protos.py
+
+proto: $(BIN)/.installed ## Regenerate service/generated/ from protos/
+	$(BIN)/python scripts/gen_protos.py
+
+certs: $(BIN)/.installed ## Write dev CA, server/client certs and a token into certs/ (FORCE=1 to replace, SANS=...)
+	$(BIN)/hello-certs --dir certs $(if $(SANS),--san "$(SANS)") $(if $(filter 1 yes true,$(FORCE)),--force)
+
+run: $(GENERATED) certs ## Serve on localhost:50051 with TLS and the dev token (config/dev.env)
+	$(BIN)/hello-server --env-file $(ENV_FILE)
+
+test: $(GENERATED) ## Install everything the tests need, then run them
+	$(BIN)/pytest
+
+lint: $(BIN)/.installed ## ruff and mypy
+	$(BIN)/ruff check service tests scripts
+	$(BIN)/ruff format --check service tests scripts
+	$(BIN)/mypy
+
+fmt: $(BIN)/.installed ## Format and auto-fix with ruff
+	$(BIN)/ruff format service tests scripts
+	$(BIN)/ruff check --fix service tests scripts
+
+lock: $(BIN)/.installed ## Re-resolve requirements*.lock from pyproject.toml
+	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements.lock pyproject.toml
+	$(BIN)/pip-compile $(LOCK_FLAGS) --extra dev -o requirements-dev.lock pyproject.toml
+
+wheel: $(BIN)/.installed ## Build the wheel into dist/
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
+
+clean: ## Remove the virtualenv, build output and caches (keeps certs/)
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Console entry points: the only place that reads the process environment and chooses exit codes."""

@@ -1,0 +1,40 @@
+"""hello-certs: write the development CA, certificates and token (see service.certs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..certs import DEFAULT_SANS, write_dev_pki
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hello-certs",
+        description="Write a dev CA, server and client certificates and a bearer token. Not for production.",
+    )
+    parser.add_argument("--dir", type=Path, default=Path("certs"), help="output folder (default: certs)")
+    parser.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        help=f"extra server names, comma-separated, repeatable (always: {', '.join(DEFAULT_SANS)})",
+    )
+    parser.add_argument("--force", action="store_true", help="replace existing files")
+    args = parser.parse_args(argv)
+    sans = [name.strip() for value in args.san for name in value.split(",") if name.strip()]
+    try:
+        written = write_dev_pki(args.dir, extra_sans=sans, force=args.force)
+    except (OSError, ValueError) as exc:
+        print(f"hello-certs: {exc}", file=sys.stderr)
+        return 1
+    for item in written:
+        print(f"{'wrote' if item.written else 'kept '} {item.path}")
+    if not all(item.written for item in written) and sans:
+        print("hello-certs: existing certificates kept; use --force (make certs FORCE=1) to apply new SANs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

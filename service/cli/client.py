@@ -1,0 +1,105 @@
+"""hello-client: call the service from a shell; failures are one line a person understands (exit 1)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import StartupError
+from ..settings import ClientSettings, load
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hello-client",
+        description="Call rpc_package.HelloWorldService over TLS. Options default to HELLO_CLIENT__* variables.",
+    )
+    parser.add_argument("--target", help="host:port (default: localhost:50051)")
+    parser.add_argument("--ca", dest="ca_file", type=Path, help="CA bundle that signed the server's certificate")
+    parser.add_argument("--cert", dest="cert_file", type=Path, help="client certificate, for mutual TLS")
+    parser.add_argument("--key", dest="key_file", type=Path, help="client certificate's private key")
+    parser.add_argument("--token", help="bearer token (visible to other local users; prefer --token-file)")
+    parser.add_argument("--token-file", type=Path, help="tokens file; its first token is sent")
+    parser.add_argument("--timeout", type=float, help="deadline per call in seconds (default: 5)")
+    parser.add_argument(
+        "--env-file", type=Path, default=os.environ.get("HELLO_ENV_FILE") or None, help="read settings from this file"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    say = commands.add_parser("say", help="call SayHello and print the reply")
+    say.add_argument("name")
+    health = commands.add_parser("health", help="print the serving status; exit 0 only when SERVING")
+    health.add_argument("service", nargs="?", default="", help="service name (default: the whole server)")
+    return parser
+
+
+_TLS_PROBLEMS = (
+    ("CERTIFICATE_VERIFY_FAILED", "TLS handshake failed: certificate not trusted"),
+    ("certificate verify failed", "TLS handshake failed: certificate not trusted"),
+    ("CERTIFICATE_REQUIRED", "TLS handshake failed: the server requires a client certificate"),
+    ("certificate required", "TLS handshake failed: the server requires a client certificate"),
+    ("UNKNOWN_CA", "TLS handshake failed: the server does not trust the client certificate"),
+    ("unknown ca", "TLS handshake failed: the server does not trust the client certificate"),
+    ("WRONG_VERSION_NUMBER", "TLS handshake failed: the server does not speak TLS on this port"),
+    ("Connection refused", "cannot connect: connection refused"),
+    ("DNS resolution failed", "cannot connect: the host name does not resolve"),
+    ("Ssl handshake failed", "TLS handshake failed"),
+)
+
+
+def describe(error: Any, target: str) -> str:
+    """One line for an AioRpcError: what went wrong (at ``target``), in words, then the status code."""
+    code = error.code()
+    details = error.details() or ""
+    name = code.name if code is not None else "UNKNOWN"
+    if name == "UNAUTHENTICATED":
+        return f"server rejected the token: {details} ({name})"
+    if name == "DEADLINE_EXCEEDED":
+        return f"no answer before the deadline ({name})"
+    if name == "UNAVAILABLE":
+        for needle, sentence in _TLS_PROBLEMS:
+            if needle in details:
+                return f"{target}: {sentence} ({name})"
+    first_line = details.splitlines()[0] if details else "no details"
+    return f"call failed: {first_line} ({name})"
+
+
+async def _run(args: argparse.Namespace, settings: ClientSettings) -> int:
+    import grpc
+
+    from ..client import check_health, create_channel, say_hello
+
+    try:
+        async with create_channel(settings) as channel:
+            if args.command == "say":
+                print(await say_hello(channel, args.name, timeout=settings.timeout))
+                return 0
+            status = await check_health(channel, args.service, timeout=settings.timeout)
+            print(status)
+            return 0 if status == "SERVING" else 1
+    except grpc.aio.AioRpcError as error:
+        print(f"hello-client: {describe(error, settings.target)}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # see cli/server.py: keep grpc's C core off stderr
+    overrides = {
+        field: value
+        for field in ("target", "ca_file", "cert_file", "key_file", "token", "token_file", "timeout")
+        if (value := getattr(args, field)) is not None
+    }
+    try:
+        settings = load(ClientSettings, args.env_file, **overrides)
+        return asyncio.run(_run(args, settings))
+    except StartupError as exc:
+        print(f"hello-client: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

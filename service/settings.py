@@ -1,0 +1,123 @@
+"""Settings: one typed object per program, read once at the edge from HELLO_* variables and env files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+ENV_PREFIX = "HELLO_"
+CLIENT_ENV_PREFIX = "HELLO_CLIENT__"
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+def env_name(*path: str, prefix: str = ENV_PREFIX) -> str:
+    """The environment variable that sets the field at ``path``: env_name("tls", "cert_file")."""
+    return prefix + "__".join(part.upper() for part in path)
+
+
+class TlsSettings(BaseModel):
+    """Server certificate and key; a client CA turns on mutual TLS."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+    client_ca_file: FilePath | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None or self.key_file is not None
+
+
+class AuthSettings(BaseModel):
+    """Who may call the application services."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tokens_file: FilePath | None = None
+
+
+class LogSettings(BaseModel):
+    """How the process logs; format None means console on a terminal, JSON otherwise."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["json", "console"] | None = None
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("format", "level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    """Everything hello-server reads from its environment (prefix HELLO_, nesting with __)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        # HELLO_CLIENT__* (the client's settings) may share the environment or the env file.
+        extra="ignore",
+        frozen=True,
+    )
+
+    host: str = "[::]"
+    port: Port = 50051
+    tls: TlsSettings = TlsSettings()
+    auth: AuthSettings = AuthSettings()
+    insecure: bool = False
+    log: LogSettings = LogSettings()
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    drain_seconds: float = Field(default=0.0, ge=0)
+
+
+class ClientSettings(BaseSettings):
+    """Everything hello-client reads from its environment (prefix HELLO_CLIENT__)."""
+
+    model_config = SettingsConfigDict(env_prefix=CLIENT_ENV_PREFIX, extra="ignore", frozen=True)
+
+    target: str = "localhost:50051"
+    # None means the system's trusted roots.
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+    token: SecretStr | None = None
+    token_file: FilePath | None = None
+    timeout: float = Field(default=5.0, gt=0)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(model: type[S], env_file: Path | None = None, **overrides: Any) -> S:
+    """Build ``model`` from the environment and ``env_file``; any problem becomes one ConfigError.
+
+    Explicit ``overrides`` (command-line options) win over the environment, which wins over the file.
+    """
+    prefix = str(model.model_config.get("env_prefix", ""))
+    if env_file is not None and not env_file.is_file():
+        raise ConfigError("--env-file/HELLO_ENV_FILE", f"no such file: {env_file}")
+    try:
+        return model(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise _config_error(exc, prefix) from None
+
+
+def _config_error(exc: ValidationError, prefix: str) -> ConfigError:
+    first = exc.errors()[0]
+    path = tuple(str(part) for part in first["loc"])
+    problem = first["msg"]
+    # Echo the offending value to help the operator, except anything that may be a secret.
+    if path and "token" not in path[-1] and isinstance(first.get("input"), str | int | float):
+        problem += f" (got {first['input']!r})"
+    more = len(exc.errors()) - 1
+    if more:
+        problem += f"; and {more} more problem{'s' if more > 1 else ''}"
+    return ConfigError(env_name(*path, prefix=prefix), problem)

@@ -1,0 +1,85 @@
+"""Bearer tokens: the tokens-file format, and a constant-time lookup from token to principal."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+MIN_TOKEN_LENGTH = 16
+
+
+class TokenFileError(ValueError):
+    """The tokens file breaks the format; the message names the line, never the token."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    """One accepted token, kept only as its SHA-256 digest, and the principal it stands for."""
+
+    principal: str
+    digest: bytes
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def parse_tokens(text: str) -> list[tuple[str, str]]:
+    """Parse a tokens file into (principal, token) pairs, in file order.
+
+    Format: one token a line, optionally ``name:token`` (split at the first ``:``); blank
+    lines and lines starting with ``#`` are ignored. A token without a name gets a principal
+    derived from its digest, so logs can tell callers apart without revealing the token.
+    """
+    entries: list[tuple[str, str]] = []
+    seen: dict[bytes, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, token = line.partition(":")
+        if not sep:
+            name, token = "", line
+        elif not name or any(ch.isspace() for ch in name):
+            raise TokenFileError(f"line {number}: the name before ':' is empty or contains whitespace")
+        if any(ch.isspace() for ch in token):
+            raise TokenFileError(f"line {number}: the token contains whitespace")
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise TokenFileError(f"line {number}: the token is shorter than {MIN_TOKEN_LENGTH} characters")
+        digest = _digest(token)
+        if digest in seen:
+            raise TokenFileError(f"line {number}: the same token as line {seen[digest]}")
+        seen[digest] = number
+        entries.append((name or f"token-{digest.hex()[:8]}", token))
+    if not entries:
+        raise TokenFileError("no tokens in the file (only blank or comment lines)")
+    return entries
+
+
+class TokenStore:
+    """The accepted tokens, looked up in time independent of which token (if any) matches."""
+
+    def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
+        self._entries = tuple(TokenEntry(principal, _digest(token)) for principal, token in entries)
+
+    @classmethod
+    def from_file(cls, path: Path) -> TokenStore:
+        """Read and validate a tokens file; raises OSError or TokenFileError."""
+        return cls(parse_tokens(path.read_text(encoding="utf-8")))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def principal_for(self, token: str) -> str | None:
+        """The principal whose token this is, or None."""
+        # Compare digests so every comparison has the same length, and visit every entry
+        # so the time taken does not say which entry matched.
+        presented = _digest(token)
+        found: str | None = None
+        for entry in self._entries:
+            if hmac.compare_digest(presented, entry.digest):
+                found = entry.principal
+        return found
