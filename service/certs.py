@@ -62,8 +62,10 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: int) -> x509.CertificateBuilder:
-    now = dt.datetime.now(dt.UTC)
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: int, start: dt.datetime | None = None
+) -> x509.CertificateBuilder:
+    now = start or dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -111,11 +113,15 @@ def make_leaf(
     sans: Iterable[str] = (),
     usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
     days: int = LEAF_DAYS,
+    start: dt.datetime | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A certificate signed by the CA for one purpose: serverAuth (with SANs) or clientAuth."""
+    """A certificate signed by the CA for one purpose: serverAuth (with SANs) or clientAuth.
+
+    It is valid for ``days`` from ``start`` (default: now).
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
-        _builder(_name(common_name), ca_cert.subject, key, days)
+        _builder(_name(common_name), ca_cert.subject, key, days, start)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(

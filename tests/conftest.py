@@ -1,0 +1,111 @@
+"""Shared fixtures: a dev PKI made by the project's own cert code, and real servers on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Keep grpc's C core quiet in the test output (it reads this when grpc is first imported).
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from service.certs import write_dev_pki
+from service.server import BuiltServer, build_server
+from service.settings import ClientSettings, Settings
+from service.tokens import parse_tokens
+
+
+@dataclass(frozen=True)
+class Pki:
+    """One hello-certs output folder."""
+
+    dir: Path
+
+    def __getattr__(self, name: str) -> Path:
+        # pki.ca, pki.server_key, pki.client ... -> the file hello-certs wrote.
+        return self.dir / ("token" if name == "token_file" else name.replace("_", "-") + ".pem")
+
+    @property
+    def token(self) -> str:
+        return parse_tokens(self.token_file.read_text())[0][1]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(_pki(tmp_path_factory, "pki"))
+
+
+@pytest.fixture(scope="session")
+def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A second, unrelated CA: what an attacker or a misconfigured peer would hold."""
+    return Pki(_pki(tmp_path_factory, "other-pki"))
+
+
+def _pki(factory: pytest.TempPathFactory, name: str) -> Path:
+    directory = factory.mktemp(name)
+    write_dev_pki(directory)
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests say every setting they mean; nothing leaks in from the developer's shell."""
+    for key in list(os.environ):
+        if key.startswith("HELLO_"):
+            monkeypatch.delenv(key)
+    yield
+
+
+def server_settings(pki: Pki, *, mtls: bool = False, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "tls": {
+            "cert_file": pki.server,
+            "key_file": pki.server_key,
+            "client_ca_file": pki.ca if mtls else None,
+        },
+        "auth": {"tokens_file": pki.token_file},
+        "shutdown_grace_seconds": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def client_settings(pki: Pki, port: int, **overrides: Any) -> ClientSettings:
+    values: dict[str, Any] = {"target": f"127.0.0.1:{port}", "ca_file": pki.ca, "token": pki.token, "timeout": 5}
+    values.update(overrides)
+    return ClientSettings(**values)
+
+
+@pytest.fixture
+async def server(pki: Pki) -> AsyncIterator[BuiltServer]:
+    """Our server, TLS and token auth, started on 127.0.0.1:0."""
+    async with running(server_settings(pki)) as built:
+        yield built
+
+
+@pytest.fixture
+async def mtls_server(pki: Pki) -> AsyncIterator[BuiltServer]:
+    """Our server requiring client certificates signed by the dev CA."""
+    async with running(server_settings(pki, mtls=True)) as built:
+        yield built
+
+
+class running:
+    """``async with running(settings) as built``: a started server, stopped on exit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def __aenter__(self) -> BuiltServer:
+        self._built = await build_server(self._settings)
+        await self._built.server.start()
+        return self._built
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._built.server.stop(None)

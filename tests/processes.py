@@ -1,0 +1,104 @@
+"""Real server processes for tests: started with a clean HELLO_* environment, read through their JSON log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+STARTUP_TIMEOUT = 30.0
+
+
+def clean_env(**settings: object) -> dict[str, str]:
+    """The test process's environment without HELLO_* variables, plus ``settings`` (HELLO_ names)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELLO_")}
+    env.update({key: str(value) for key, value in settings.items()})
+    return env
+
+
+def pki_env(pki: Any, *, mtls: bool = False, **settings: object) -> dict[str, str]:
+    """Settings for hello-server on 127.0.0.1:0 with TLS and the PKI's token; JSON logs."""
+    values: dict[str, object] = {
+        "HELLO_HOST": "127.0.0.1",
+        "HELLO_PORT": 0,
+        "HELLO_TLS__CERT_FILE": pki.server,
+        "HELLO_TLS__KEY_FILE": pki.server_key,
+        "HELLO_AUTH__TOKENS_FILE": pki.token_file,
+        "HELLO_LOG__FORMAT": "json",
+    }
+    if mtls:
+        values["HELLO_TLS__CLIENT_CA_FILE"] = pki.ca
+    values.update(settings)
+    return clean_env(**values)
+
+
+class ServerProcess:
+    """A server in a child process; its stdout JSON lines are collected by a reader thread."""
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        self.proc = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.events: list[dict[str, Any]] = []
+        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                event = {"event": "not json", "line": line}
+            self.events.append(event)
+            self._lines.put(event)
+        self._lines.put(None)
+
+    def wait_for(self, event: str, timeout: float = STARTUP_TIMEOUT) -> dict[str, Any]:
+        """Block until the server logs ``event``; fail if it exits or stays silent for ``timeout``."""
+        while True:
+            try:
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no {event!r} line within {timeout}s; saw {self.events}") from None
+            if line is None:
+                raise AssertionError(f"server exited before {event!r}: {self.stderr()} {self.events}")
+            if line.get("event") == event:
+                return line
+
+    async def await_event(self, event: str, timeout: float = STARTUP_TIMEOUT) -> dict[str, Any]:
+        return await asyncio.to_thread(self.wait_for, event, timeout)
+
+    def serving_port(self) -> int:
+        return int(self.wait_for("serving")["port"])
+
+    def signal(self, signum: signal.Signals = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return ""
+        return self.proc.stderr.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def run(command: list[str], env: dict[str, str], timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)

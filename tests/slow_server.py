@@ -1,0 +1,36 @@
+"""hello-server's runner with a servicer whose SayHello takes ``name`` seconds (e.g. "1.5"): shutdown tests.
+
+Run as a script; everything but the servicer is what hello-server does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import grpc  # noqa: E402
+import structlog  # noqa: E402
+
+from service.generated.rpc_package import helloworld_pb2  # noqa: E402
+from service.hello import HelloServicer  # noqa: E402
+from service.logs import configure_logging  # noqa: E402
+from service.runner import serve  # noqa: E402
+from service.settings import Settings, load  # noqa: E402
+
+
+class SlowHello(HelloServicer):
+    async def SayHello(  # noqa: N802
+        self, request: helloworld_pb2.HelloRequest, context: grpc.aio.ServicerContext
+    ) -> helloworld_pb2.HelloReply:
+        structlog.get_logger("test").info("slow call started", seconds=request.name)
+        await asyncio.sleep(float(request.name))
+        return await super().SayHello(request, context)
+
+
+if __name__ == "__main__":
+    settings = load(Settings)
+    configure_logging(settings.log)
+    sys.exit(asyncio.run(serve(settings, servicer=SlowHello())))

@@ -1,0 +1,94 @@
+"""Graceful shutdown of a real process: health flips first, in-flight calls finish, a second signal is final."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from service.client import check_health, create_channel, say_hello
+
+from .conftest import Pki, client_settings
+from .processes import BIN, ServerProcess, pki_env
+
+StartServer = Callable[..., ServerProcess]
+SLOW_SERVER = [sys.executable, str(Path(__file__).with_name("slow_server.py"))]
+
+
+@pytest.fixture
+def start(pki: Pki) -> Iterator[StartServer]:
+    started: list[ServerProcess] = []
+
+    def _start(command: list[str], **settings: object) -> ServerProcess:
+        process = ServerProcess(command, pki_env(pki, **settings))
+        started.append(process)
+        return process
+
+    yield _start
+    for process in started:
+        process.stop()
+
+
+async def test_sigterm_lets_in_flight_call_finish(start: StartServer, pki: Pki) -> None:
+    server = start(SLOW_SERVER, HELLO_SHUTDOWN_GRACE_SECONDS=20)
+    port = server.serving_port()
+    async with create_channel(client_settings(pki, port, timeout=20)) as channel:
+        call = asyncio.ensure_future(say_hello(channel, "1.5"))
+        await server.await_event("slow call started")
+        server.signal(signal.SIGTERM)
+        await server.await_event("stop signal: shutting down")
+        assert await call == "Hello, 1.5!"
+    assert await asyncio.to_thread(server.wait) == 0
+    assert server.events[-1]["event"] == "stopped"
+
+
+async def test_no_new_calls_after_sigterm(start: StartServer, pki: Pki) -> None:
+    server = start(SLOW_SERVER, HELLO_SHUTDOWN_GRACE_SECONDS=20)
+    port = server.serving_port()
+    async with create_channel(client_settings(pki, port, timeout=20)) as channel:
+        in_flight = asyncio.ensure_future(say_hello(channel, "2"))
+        await server.await_event("slow call started")
+        server.signal(signal.SIGTERM)
+        await server.await_event("stop signal: shutting down")
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await say_hello(channel, "0")
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert await in_flight == "Hello, 2!"
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def test_second_signal_stops_at_once(start: StartServer, pki: Pki) -> None:
+    server = start(SLOW_SERVER, HELLO_SHUTDOWN_GRACE_SECONDS=60)
+    port = server.serving_port()
+    async with create_channel(client_settings(pki, port, timeout=60)) as channel:
+        call = asyncio.ensure_future(say_hello(channel, "60"))
+        await server.await_event("slow call started")
+        server.signal(signal.SIGTERM)
+        await server.await_event("stop signal: shutting down")
+        began = time.monotonic()
+        server.signal(signal.SIGINT)
+        assert await asyncio.to_thread(server.wait, 20) == 1
+        assert time.monotonic() - began < 20
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+
+
+async def test_drain_keeps_serving_while_health_says_not_serving(start: StartServer, pki: Pki) -> None:
+    server = start([str(BIN / "hello-server")], HELLO_DRAIN_SECONDS=30)
+    port = server.serving_port()
+    async with create_channel(client_settings(pki, port)) as channel:
+        assert await check_health(channel) == "SERVING"
+        server.signal(signal.SIGTERM)
+        await server.await_event("draining")
+        assert await check_health(channel) == "NOT_SERVING"
+        assert await check_health(channel, "rpc_package.HelloWorldService") == "NOT_SERVING"
+        assert await say_hello(channel, "during drain") == "Hello, during drain!"
+        # The drain is long; a second signal cuts it short.
+        server.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 20) == 1

@@ -1,0 +1,147 @@
+"""Every way an operator can misconfigure hello-server ends start-up with one line on stderr and exit 2 (or 1)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from service.certs import make_ca, make_leaf
+
+from .conftest import Pki
+from .processes import BIN, pki_env, run
+
+
+def _start(env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = run([str(BIN / "hello-server"), *args], env, timeout=30)
+    return result.returncode, result.stderr
+
+
+def _assert_one_line(stderr: str, *fragments: str) -> None:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("hello-server: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in stderr
+
+
+def _write_cert_pair(directory: Path, days: int, start: dt.datetime) -> tuple[Path, Path]:
+    ca, ca_key = make_ca()
+    cert, key = make_leaf(ca, ca_key, "localhost", sans=["localhost"], days=days, start=start)
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragments"),
+    [
+        (
+            {"HELLO_TLS__CERT_FILE": "", "HELLO_TLS__KEY_FILE": ""},
+            ["HELLO_TLS__CERT_FILE", "TLS is required", "HELLO_INSECURE=true"],
+        ),
+        ({"HELLO_TLS__CERT_FILE": "/nonexistent/server.pem"}, ["HELLO_TLS__CERT_FILE", "does not point to a file"]),
+        ({"HELLO_TLS__KEY_FILE": ""}, ["HELLO_TLS__KEY_FILE", "is required"]),
+        ({"HELLO_AUTH__TOKENS_FILE": ""}, ["HELLO_AUTH__TOKENS_FILE", "is required"]),
+        ({"HELLO_PORT": "not-a-port"}, ["HELLO_PORT", "valid integer", "'not-a-port'"]),
+        ({"HELLO_PORT": "70000"}, ["HELLO_PORT", "less than or equal to 65535"]),
+        ({"HELLO_INSECURE": "maybe"}, ["HELLO_INSECURE", "valid boolean"]),
+        ({"HELLO_LOG__LEVEL": "loud"}, ["HELLO_LOG__LEVEL"]),
+        ({"HELLO_SHUTDOWN_GRACE_SECONDS": "-1"}, ["HELLO_SHUTDOWN_GRACE_SECONDS", "greater than or equal to 0"]),
+        (
+            {"HELLO_INSECURE": "true", "HELLO_TLS__CERT_FILE": "", "HELLO_TLS__KEY_FILE": "", "HELLO_TLS__CLIENT_CA_FILE": "{ca}"},
+            ["HELLO_TLS__CLIENT_CA_FILE", "mutual TLS needs HELLO_TLS__CERT_FILE"],
+        ),
+        ({"HELLO_TLS__KEY_FILE": "{client_key}"}, ["HELLO_TLS__KEY_FILE", "does not match the certificate"]),
+        ({"HELLO_TLS__CERT_FILE": "{token_file}"}, ["HELLO_TLS__CERT_FILE", "holds no PEM certificate"]),
+        ({"HELLO_TLS__KEY_FILE": "{ca}"}, ["HELLO_TLS__KEY_FILE", "holds no unencrypted PEM private key"]),
+        ({"HELLO_TLS__CLIENT_CA_FILE": "{token_file}"}, ["HELLO_TLS__CLIENT_CA_FILE", "holds no PEM certificate"]),
+    ],
+    ids=[
+        "no-tls",
+        "missing-cert",
+        "cert-without-key",
+        "no-tokens-file",
+        "port-not-a-number",
+        "port-out-of-range",
+        "insecure-not-a-bool",
+        "bad-log-level",
+        "negative-grace",
+        "client-ca-without-cert",
+        "key-mismatch",
+        "cert-not-pem",
+        "key-not-pem",
+        "client-ca-not-pem",
+    ],
+)
+def test_bad_configuration_is_one_line_and_exit_2(pki: Pki, settings: dict[str, str], fragments: list[str]) -> None:
+    files = {"ca": pki.ca, "client_key": pki.client_key, "token_file": pki.token_file}
+    env = pki_env(pki, **{key: value.format(**files) for key, value in settings.items()})
+    env = {key: value for key, value in env.items() if value != ""}
+    code, stderr = _start(env)
+    _assert_one_line(stderr, *fragments)
+    assert code == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("", "no tokens in the file"),
+        ("# only a comment\n\n", "no tokens in the file"),
+        ("dev:Zq9x7\n", "line 1: the token is shorter than 16 characters"),
+        ("# c\ndev:Wq9x7 Wq9x7 Wq9x7 Wq9x7\n", "line 2: the token contains whitespace"),
+        (":0123456789abcdefXYZ\n", "line 1: the name before ':' is empty"),
+        ("a:0123456789abcdefXYZ\nb:0123456789abcdefXYZ\n", "line 2: the same token as line 1"),
+    ],
+    ids=["empty", "comments-only", "short", "whitespace", "empty-name", "duplicate"],
+)
+def test_bad_tokens_file(pki: Pki, tmp_path: Path, content: str, fragment: str) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(content)
+    code, stderr = _start(pki_env(pki, HELLO_AUTH__TOKENS_FILE=tokens))
+    _assert_one_line(stderr, "HELLO_AUTH__TOKENS_FILE", fragment)
+    assert code == 2
+    for secret in ("Zq9x7", "0123456789abcdefXYZ", "Wq9x7"):
+        assert secret not in stderr
+
+
+def test_expired_certificate(pki: Pki, tmp_path: Path) -> None:
+    cert, key = _write_cert_pair(tmp_path, days=10, start=dt.datetime.now(dt.UTC) - dt.timedelta(days=11))
+    code, stderr = _start(pki_env(pki, HELLO_TLS__CERT_FILE=cert, HELLO_TLS__KEY_FILE=key))
+    _assert_one_line(stderr, "HELLO_TLS__CERT_FILE", "the certificate expired on")
+    assert code == 2
+
+
+def test_missing_env_file(pki: Pki, tmp_path: Path) -> None:
+    code, stderr = _start(pki_env(pki), "--env-file", str(tmp_path / "nope.env"))
+    _assert_one_line(stderr, "no such file", "nope.env")
+    assert code == 2
+
+
+def test_missing_env_file_from_environment(pki: Pki, tmp_path: Path) -> None:
+    code, stderr = _start(pki_env(pki, HELLO_ENV_FILE=tmp_path / "nope.env"))
+    _assert_one_line(stderr, "no such file")
+    assert code == 2
+
+
+
+
+@pytest.fixture
+def busy_port() -> object:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_port_in_use(pki: Pki, busy_port: int) -> None:
+    code, stderr = _start(pki_env(pki, HELLO_PORT=busy_port))
+    _assert_one_line(stderr, "HELLO_PORT", f"cannot listen on 127.0.0.1:{busy_port}", "Address already in use")
+    assert code == 1
