@@ -18,8 +18,11 @@ STARTUP_TIMEOUT = 30.0
 
 
 def clean_env(**settings: object) -> dict[str, str]:
-    """The test process's environment without HELLO_* variables, plus ``settings`` (HELLO_ names)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HELLO_")}
+    """The test process's environment without HELLO_* (and GRPC_VERBOSITY), plus ``settings``.
+
+    GRPC_VERBOSITY goes too, so child processes run with the defaults a user gets.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELLO_") and k != "GRPC_VERBOSITY"}
     env.update({key: str(value) for key, value in settings.items()})
     return env
 
