@@ -63,7 +63,11 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 
 
 def _builder(
-    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: int, start: dt.datetime | None = None
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    days: int,
+    start: dt.datetime | None = None,
 ) -> x509.CertificateBuilder:
     now = start or dt.datetime.now(dt.UTC)
     return (
@@ -79,7 +83,9 @@ def _builder(
     )
 
 
-def make_ca(common_name: str = "hello-grpc-service dev CA") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def make_ca(
+    common_name: str = "hello-grpc-service dev CA",
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A self-signed CA that may sign leaf certificates (and nothing below them)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(common_name)

@@ -26,7 +26,7 @@ async def say_hello(channel: grpc.aio.Channel, name: str, *, timeout: float = DE
     """Call SayHello and return the greeting; raises grpc.aio.AioRpcError on failure."""
     stub = helloworld_pb2_grpc.HelloWorldServiceStub(channel)
     reply = await stub.SayHello(helloworld_pb2.HelloRequest(name=name), timeout=timeout)
-    return reply.message
+    return str(reply.message)
 
 
 async def check_health(channel: grpc.aio.Channel, service: str = "", *, timeout: float = DEFAULT_TIMEOUT) -> str:

@@ -12,7 +12,7 @@ SERVICE_NAME: str = helloworld_pb2.DESCRIPTOR.services_by_name["HelloWorldServic
 class HelloServicer(helloworld_pb2_grpc.HelloWorldServiceServicer):
     """Answers SayHello with ``Hello, <name>!``, as the seed's server does."""
 
-    async def SayHello(  # noqa: N802 - the method name is the proto's
+    async def SayHello(
         self, request: helloworld_pb2.HelloRequest, context: grpc.aio.ServicerContext
     ) -> helloworld_pb2.HelloReply:
         return helloworld_pb2.HelloReply(message=f"Hello, {request.name}!")

@@ -105,7 +105,7 @@ def load(model: type[S], env_file: Path | None = None, **overrides: Any) -> S:
     if env_file is not None and not env_file.is_file():
         raise ConfigError("--env-file/HELLO_ENV_FILE", f"no such file: {env_file}")
     try:
-        return model(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return model(_env_file=env_file, **overrides)
     except ValidationError as exc:
         raise _config_error(exc, prefix) from None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,12 +52,11 @@ def _pki(factory: pytest.TempPathFactory, name: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests say every setting they mean; nothing leaks in from the developer's shell."""
     for key in list(os.environ):
         if key.startswith("HELLO_"):
             monkeypatch.delenv(key)
-    yield
 
 
 def server_settings(pki: Pki, *, mtls: bool = False, **overrides: Any) -> Settings:
@@ -77,7 +76,12 @@ def server_settings(pki: Pki, *, mtls: bool = False, **overrides: Any) -> Settin
 
 
 def client_settings(pki: Pki, port: int, **overrides: Any) -> ClientSettings:
-    values: dict[str, Any] = {"target": f"127.0.0.1:{port}", "ca_file": pki.ca, "token": pki.token, "timeout": 5}
+    values: dict[str, Any] = {
+        "target": f"127.0.0.1:{port}",
+        "ca_file": pki.ca,
+        "token": pki.token,
+        "timeout": 5,
+    }
     values.update(overrides)
     return ClientSettings(**values)
 

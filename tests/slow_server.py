@@ -11,18 +11,18 @@ import sys
 
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-import grpc  # noqa: E402
-import structlog  # noqa: E402
+import grpc
+import structlog
 
-from service.generated.rpc_package import helloworld_pb2  # noqa: E402
-from service.hello import HelloServicer  # noqa: E402
-from service.logs import configure_logging  # noqa: E402
-from service.runner import serve  # noqa: E402
-from service.settings import Settings, load  # noqa: E402
+from service.generated.rpc_package import helloworld_pb2
+from service.hello import HelloServicer
+from service.logs import configure_logging
+from service.runner import serve
+from service.settings import Settings, load
 
 
 class SlowHello(HelloServicer):
-    async def SayHello(  # noqa: N802
+    async def SayHello(
         self, request: helloworld_pb2.HelloRequest, context: grpc.aio.ServicerContext
     ) -> helloworld_pb2.HelloReply:
         structlog.get_logger("test").info("slow call started", seconds=request.name)

@@ -37,9 +37,15 @@ async def _say_hello_with(pki: Pki, port: int, metadata: tuple[tuple[str, str], 
     [
         ((), "missing credentials: send the metadata 'authorization: Bearer <token>'"),
         ((("authorization", f"Bearer {WRONG_TOKEN}"),), "the bearer token is not valid"),
-        ((("authorization", f"Basic {WRONG_TOKEN}"),), "the 'authorization' metadata must use the Bearer scheme"),
+        (
+            (("authorization", f"Basic {WRONG_TOKEN}"),),
+            "the 'authorization' metadata must use the Bearer scheme",
+        ),
         ((("authorization", "Bearer "),), "the bearer token is empty"),
-        ((("authorization", "Bearer a"), ("authorization", "Bearer b")), "more than one 'authorization' metadata entry"),
+        (
+            (("authorization", "Bearer a"), ("authorization", "Bearer b")),
+            "more than one 'authorization' metadata entry",
+        ),
     ],
     ids=["missing", "wrong", "wrong-scheme", "empty", "two-headers"],
 )
@@ -67,7 +73,9 @@ async def test_scheme_is_case_insensitive(server: BuiltServer, pki: Pki) -> None
             response_deserializer=helloworld_pb2.HelloReply.FromString,
         )
         reply = await call(
-            helloworld_pb2.HelloRequest(name="x"), metadata=(("authorization", f"bearer {pki.token}"),), timeout=5
+            helloworld_pb2.HelloRequest(name="x"),
+            metadata=(("authorization", f"bearer {pki.token}"),),
+            timeout=5,
         )
     assert reply.message == "Hello, x!"
 
@@ -101,7 +109,10 @@ async def test_access_log_has_one_line_per_call_without_secrets(server: BuiltSer
             await say_hello(channel, "logged")
         await _say_hello_with(pki, server.port, (("authorization", f"Bearer {WRONG_TOKEN}"),))
     lines = [entry for entry in logs if entry["event"] == "rpc"]
-    assert [(line["code"], line["log_level"]) for line in lines] == [("OK", "info"), ("UNAUTHENTICATED", "warning")]
+    assert [(line["code"], line["log_level"]) for line in lines] == [
+        ("OK", "info"),
+        ("UNAUTHENTICATED", "warning"),
+    ]
     ok, refused = lines
     assert ok["method"] == "/rpc_package.HelloWorldService/SayHello"
     assert ok["principal"] == "dev"

@@ -35,12 +35,19 @@ def tls_args(pki: Pki, *, token: str | None = None, client_cert: bool = False) -
 async def test_list_services(server: BuiltServer, pki: Pki) -> None:
     code, out, err = await grpcurl(*tls_args(pki, token=pki.token), f"127.0.0.1:{server.port}", "list")
     assert code == 0, err
-    assert out.split() == ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "rpc_package.HelloWorldService"]
+    assert out.split() == [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "rpc_package.HelloWorldService",
+    ]
 
 
 async def test_describe_service(server: BuiltServer, pki: Pki) -> None:
     code, out, err = await grpcurl(
-        *tls_args(pki, token=pki.token), f"127.0.0.1:{server.port}", "describe", "rpc_package.HelloWorldService"
+        *tls_args(pki, token=pki.token),
+        f"127.0.0.1:{server.port}",
+        "describe",
+        "rpc_package.HelloWorldService",
     )
     assert code == 0, err
     assert "rpc SayHello ( .rpc_package.HelloRequest ) returns ( .rpc_package.HelloReply );" in out
@@ -112,7 +119,10 @@ async def test_call_without_valid_token_is_unauthenticated(server: BuiltServer, 
 async def test_health_check_without_token(server: BuiltServer, pki: Pki) -> None:
     # Health is public, but grpcurl needs the reflection stream (protected) to learn its schema.
     code, out, err = await grpcurl(
-        *tls_args(pki), "-reflect-header", f"authorization: Bearer {pki.token}", f"127.0.0.1:{server.port}",
+        *tls_args(pki),
+        "-reflect-header",
+        f"authorization: Bearer {pki.token}",
+        f"127.0.0.1:{server.port}",
         "grpc.health.v1.Health/Check",
     )
     assert code == 0, err

@@ -47,22 +47,36 @@ def _write_cert_pair(directory: Path, days: int, start: dt.datetime) -> tuple[Pa
             {"HELLO_TLS__CERT_FILE": "", "HELLO_TLS__KEY_FILE": ""},
             ["HELLO_TLS__CERT_FILE", "TLS is required", "HELLO_INSECURE=true"],
         ),
-        ({"HELLO_TLS__CERT_FILE": "/nonexistent/server.pem"}, ["HELLO_TLS__CERT_FILE", "does not point to a file"]),
+        (
+            {"HELLO_TLS__CERT_FILE": "/nonexistent/server.pem"},
+            ["HELLO_TLS__CERT_FILE", "does not point to a file"],
+        ),
         ({"HELLO_TLS__KEY_FILE": ""}, ["HELLO_TLS__KEY_FILE", "is required"]),
         ({"HELLO_AUTH__TOKENS_FILE": ""}, ["HELLO_AUTH__TOKENS_FILE", "is required"]),
         ({"HELLO_PORT": "not-a-port"}, ["HELLO_PORT", "valid integer", "'not-a-port'"]),
         ({"HELLO_PORT": "70000"}, ["HELLO_PORT", "less than or equal to 65535"]),
         ({"HELLO_INSECURE": "maybe"}, ["HELLO_INSECURE", "valid boolean"]),
         ({"HELLO_LOG__LEVEL": "loud"}, ["HELLO_LOG__LEVEL"]),
-        ({"HELLO_SHUTDOWN_GRACE_SECONDS": "-1"}, ["HELLO_SHUTDOWN_GRACE_SECONDS", "greater than or equal to 0"]),
         (
-            {"HELLO_INSECURE": "true", "HELLO_TLS__CERT_FILE": "", "HELLO_TLS__KEY_FILE": "", "HELLO_TLS__CLIENT_CA_FILE": "{ca}"},
+            {"HELLO_SHUTDOWN_GRACE_SECONDS": "-1"},
+            ["HELLO_SHUTDOWN_GRACE_SECONDS", "greater than or equal to 0"],
+        ),
+        (
+            {
+                "HELLO_INSECURE": "true",
+                "HELLO_TLS__CERT_FILE": "",
+                "HELLO_TLS__KEY_FILE": "",
+                "HELLO_TLS__CLIENT_CA_FILE": "{ca}",
+            },
             ["HELLO_TLS__CLIENT_CA_FILE", "mutual TLS needs HELLO_TLS__CERT_FILE"],
         ),
         ({"HELLO_TLS__KEY_FILE": "{client_key}"}, ["HELLO_TLS__KEY_FILE", "does not match the certificate"]),
         ({"HELLO_TLS__CERT_FILE": "{token_file}"}, ["HELLO_TLS__CERT_FILE", "holds no PEM certificate"]),
         ({"HELLO_TLS__KEY_FILE": "{ca}"}, ["HELLO_TLS__KEY_FILE", "holds no unencrypted PEM private key"]),
-        ({"HELLO_TLS__CLIENT_CA_FILE": "{token_file}"}, ["HELLO_TLS__CLIENT_CA_FILE", "holds no PEM certificate"]),
+        (
+            {"HELLO_TLS__CLIENT_CA_FILE": "{token_file}"},
+            ["HELLO_TLS__CLIENT_CA_FILE", "holds no PEM certificate"],
+        ),
     ],
     ids=[
         "no-tls",
@@ -129,8 +143,6 @@ def test_missing_env_file_from_environment(pki: Pki, tmp_path: Path) -> None:
     code, stderr = _start(pki_env(pki, HELLO_ENV_FILE=tmp_path / "nope.env"))
     _assert_one_line(stderr, "no such file")
     assert code == 2
-
-
 
 
 @pytest.fixture

@@ -26,7 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-file", type=Path, help="tokens file; its first token is sent")
     parser.add_argument("--timeout", type=float, help="deadline per call in seconds (default: 5)")
     parser.add_argument(
-        "--env-file", type=Path, default=os.environ.get("HELLO_ENV_FILE") or None, help="read settings from this file"
+        "--env-file",
+        type=Path,
+        default=os.environ.get("HELLO_ENV_FILE") or None,
+        help="read settings from this file",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     say = commands.add_parser("say", help="call SayHello and print the reply")
@@ -37,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _TLS_PROBLEMS = (
+    (
+        "Hostname Verification Check failed",
+        "TLS handshake failed: the server's certificate is not for this host",
+    ),
     ("CERTIFICATE_VERIFY_FAILED", "TLS handshake failed: certificate not trusted"),
     ("certificate verify failed", "TLS handshake failed: certificate not trusted"),
     ("CERTIFICATE_REQUIRED", "TLS handshake failed: the server requires a client certificate"),

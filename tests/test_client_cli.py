@@ -1,0 +1,176 @@
+"""hello-client: prints exactly the reply, or one line a person understands; exit 0, 1 (call failed) or 2 (usage)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from service.server import BuiltServer
+
+from .conftest import Pki, running, server_settings
+from .processes import BIN, ServerProcess, clean_env, pki_env, run
+
+
+async def hello_client(*args: str | Path, **env: object) -> tuple[int, str, str]:
+    # In a thread: the server under test runs on this event loop and must keep answering.
+    result = await asyncio.to_thread(run, [str(BIN / "hello-client"), *map(str, args)], clean_env(**env), 30)
+    return result.returncode, result.stdout, result.stderr
+
+
+def _args(pki: Pki, port: int, *extra: str | Path) -> list[str | Path]:
+    return ["--target", f"localhost:{port}", "--ca", pki.ca, "--token-file", pki.token_file, *extra]
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+async def test_say_prints_exactly_the_reply(server: BuiltServer, pki: Pki) -> None:
+    code, out, err = await hello_client(*_args(pki, server.port), "say", "Ada Lovelace")
+    assert (code, out, err) == (0, "Hello, Ada Lovelace!\n", "")
+
+
+async def test_settings_from_environment(server: BuiltServer, pki: Pki) -> None:
+    code, out, _ = await hello_client(
+        "say",
+        "env",
+        HELLO_CLIENT__TARGET=f"127.0.0.1:{server.port}",
+        HELLO_CLIENT__CA_FILE=pki.ca,
+        HELLO_CLIENT__TOKEN=pki.token,
+    )
+    assert (code, out) == (0, "Hello, env!\n")
+
+
+async def test_health(server: BuiltServer, pki: Pki) -> None:
+    code, out, _ = await hello_client("--target", f"localhost:{server.port}", "--ca", pki.ca, "health")
+    assert (code, out) == (0, "SERVING\n")
+
+
+async def test_health_of_unknown_service_fails(server: BuiltServer, pki: Pki) -> None:
+    code, _, err = await hello_client("--target", f"localhost:{server.port}", "--ca", pki.ca, "health", "no.Such")
+    assert code == 1
+    assert _one_line(err).endswith("(NOT_FOUND)")
+
+
+async def test_wrong_token(server: BuiltServer, pki: Pki) -> None:
+    secret = "a-wrong-token-of-some-length"
+    code, out, err = await hello_client(
+        "--target", f"localhost:{server.port}", "--ca", pki.ca, "--token", secret, "say", "x"
+    )
+    assert (code, out) == (1, "")
+    assert _one_line(err) == "hello-client: server rejected the token: the bearer token is not valid (UNAUTHENTICATED)"
+    assert secret not in err
+
+
+async def test_no_token(server: BuiltServer, pki: Pki) -> None:
+    code, _, err = await hello_client("--target", f"localhost:{server.port}", "--ca", pki.ca, "say", "x")
+    assert code == 1
+    assert "missing credentials" in _one_line(err)
+
+
+async def test_untrusted_server_certificate(server: BuiltServer, pki: Pki, other_pki: Pki) -> None:
+    code, _, err = await hello_client(*_args(pki, server.port, "--ca", other_pki.ca), "say", "x")
+    assert code == 1
+    assert _one_line(err) == (
+        f"hello-client: localhost:{server.port}: TLS handshake failed: certificate not trusted (UNAVAILABLE)"
+    )
+
+
+async def test_certificate_for_another_host(pki: Pki) -> None:
+    # The dev certificate names localhost, 127.0.0.1 and ::1; 127.0.0.2 is the same machine under another name.
+    async with running(server_settings(pki, host="127.0.0.2")) as built:
+        code, _, err = await hello_client(*_args(pki, built.port, "--target", f"127.0.0.2:{built.port}"), "say", "x")
+    assert code == 1
+    assert _one_line(err) == (
+        f"hello-client: 127.0.0.2:{built.port}: TLS handshake failed: "
+        "the server's certificate is not for this host (UNAVAILABLE)"
+    )
+
+
+async def test_mtls_without_client_certificate(mtls_server: BuiltServer, pki: Pki) -> None:
+    code, _, err = await hello_client(*_args(pki, mtls_server.port), "say", "x")
+    assert code == 1
+    assert "(UNAVAILABLE)" in _one_line(err)
+
+
+async def test_mtls_with_client_certificate(mtls_server: BuiltServer, pki: Pki) -> None:
+    args = _args(pki, mtls_server.port, "--cert", pki.client, "--key", pki.client_key)
+    code, out, _ = await hello_client(*args, "say", "mtls")
+    assert (code, out) == (0, "Hello, mtls!\n")
+
+
+async def test_connection_refused() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: nothing answers there
+        code, _, err = await hello_client("--target", f"127.0.0.1:{port}", "--timeout", "3", "say", "x")
+    assert code == 1
+    assert _one_line(err) == f"hello-client: 127.0.0.1:{port}: cannot connect: connection refused (UNAVAILABLE)"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--ca", "/nonexistent/ca.pem", "say", "x"], "HELLO_CLIENT__CA_FILE"),
+        (["--timeout", "0", "say", "x"], "HELLO_CLIENT__TIMEOUT"),
+        (["--cert", "{client}", "say", "x"], "the client certificate needs its key"),
+        (["--token-file", "{ca}", "say", "x"], "HELLO_CLIENT__TOKEN_FILE"),
+    ],
+    ids=["missing-ca", "zero-timeout", "cert-without-key", "token-file-not-tokens"],
+)
+async def test_bad_client_settings_exit_2(pki: Pki, args: list[str], fragment: str) -> None:
+    files = {"client": pki.client, "ca": pki.ca}
+    code, _, err = await hello_client(*[arg.format(**files) for arg in args])
+    assert code == 2
+    assert fragment in _one_line(err)
+
+
+@pytest.mark.parametrize("args", [[], ["say"], ["shout", "x"], ["--timeout", "soon", "say", "x"]])
+async def test_bad_usage_exit_2(args: list[str]) -> None:
+    code, _, err = await hello_client(*args)
+    assert code == 2
+    assert "usage: hello-client" in err
+
+
+async def test_one_env_file_for_server_and_client(pki: Pki, tmp_path: Path) -> None:
+    """config/dev.env holds both programs' settings; neither trips over the other's."""
+    env_file = tmp_path / "both.env"
+    env_file.write_text(
+        "\n".join(
+            [
+                "HELLO_HOST=127.0.0.1",
+                "HELLO_PORT=0",
+                f"HELLO_TLS__CERT_FILE={pki.server}",
+                f"HELLO_TLS__KEY_FILE={pki.server_key}",
+                f"HELLO_AUTH__TOKENS_FILE={pki.token_file}",
+                "HELLO_LOG__FORMAT=json",
+                "HELLO_CLIENT__TARGET=placeholder:1",
+                f"HELLO_CLIENT__CA_FILE={pki.ca}",
+                f"HELLO_CLIENT__TOKEN_FILE={pki.token_file}",
+                "HELLO_CLIENT__TIMEOUT=5",
+            ]
+        )
+    )
+    server = ServerProcess([str(BIN / "hello-server"), "--env-file", str(env_file)], clean_env())
+    try:
+        port = server.serving_port()
+        code, out, err = await hello_client("--target", f"localhost:{port}", "say", "both", HELLO_ENV_FILE=env_file)
+        assert (code, out, err) == (0, "Hello, both!\n", "")
+    finally:
+        server.stop()
+
+
+async def test_server_env_file_is_overridden_by_environment(pki: Pki, tmp_path: Path) -> None:
+    env_file = tmp_path / "server.env"
+    env_file.write_text("HELLO_PORT=1\nHELLO_LOG__FORMAT=console\n")
+    server = ServerProcess([str(BIN / "hello-server")], pki_env(pki, HELLO_ENV_FILE=env_file))
+    try:
+        assert server.serving_port() != 1  # HELLO_PORT=0 from the environment won
+    finally:
+        server.stop()
