@@ -40,7 +40,7 @@ certs: $(BIN)/.installed ## Write dev CA, server/client certs and a token into c
 run: $(GENERATED) certs ## Serve on localhost:50051 with TLS and the dev token (config/dev.env)
 	$(BIN)/hello-server --env-file $(ENV_FILE)
 
-test: $(GENERATED) ## Install everything the tests need, then run them
+test: $(GENERATED) lint ## Install everything the tests need, lint, then run the tests
 	$(BIN)/pytest
 
 lint: $(BIN)/.installed ## ruff and mypy

@@ -21,13 +21,33 @@ from service.tokens import parse_tokens
 
 @dataclass(frozen=True)
 class Pki:
-    """One hello-certs output folder."""
+    """The files of one hello-certs output folder."""
 
     dir: Path
 
-    def __getattr__(self, name: str) -> Path:
-        # pki.ca, pki.server_key, pki.client ... -> the file hello-certs wrote.
-        return self.dir / ("token" if name == "token_file" else name.replace("_", "-") + ".pem")
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ca.pem"
+
+    @property
+    def server(self) -> Path:
+        return self.dir / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.dir / "server-key.pem"
+
+    @property
+    def client(self) -> Path:
+        return self.dir / "client.pem"
+
+    @property
+    def client_key(self) -> Path:
+        return self.dir / "client-key.pem"
+
+    @property
+    def token_file(self) -> Path:
+        return self.dir / "token"
 
     @property
     def token(self) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 import structlog
@@ -89,6 +90,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 code = grpc.StatusCode.CANCELLED
                 raise
             finally:
-                self._write(method, code, started, context.peer())
+                # grpc percent-encodes IPv6 peers ("ipv6:%5B::1%5D:5000"); log them as people write them.
+                self._write(method, code, started, unquote(context.peer()))
 
         return logged
