@@ -1,14 +1,15 @@
-"""Authentication functions: turn a call's metadata into a principal, or say why not."""
+"""Authentication functions: turn a call's metadata and TLS identity into a principal, or say why not."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 
 from .tokens import TokenStore
 
 Metadata = Sequence[tuple[str, str | bytes]]
+AuthContext = Mapping[str, Sequence[bytes]]
 
 
 class AuthError(Exception):
@@ -20,14 +21,14 @@ class AuthError(Exception):
         self.code = code
 
 
-# Returns the caller's principal (the name that appears in logs) or raises AuthError.
-Authenticate = Callable[[Metadata], str]
+# Returns the caller's principal (the name that appears in logs and policies) or raises AuthError.
+Authenticate = Callable[[Metadata, AuthContext], str]
 
 
-def bearer_authenticator(tokens: TokenStore) -> Authenticate:
-    """Accept ``authorization: Bearer <token>`` for any token in ``tokens``."""
+def bearer_authenticator(tokens: Callable[[], TokenStore]) -> Authenticate:
+    """Accept ``authorization: Bearer <token>`` for any token in the current ``tokens()`` set."""
 
-    def authenticate(metadata: Metadata) -> str:
+    def authenticate(metadata: Metadata, _auth_context: AuthContext) -> str:
         values = [value for key, value in metadata if key == "authorization"]
         if not values:
             raise AuthError("missing credentials: send the metadata 'authorization: Bearer <token>'")
@@ -42,9 +43,40 @@ def bearer_authenticator(tokens: TokenStore) -> Authenticate:
         token = token.strip()
         if not token:
             raise AuthError("the bearer token is empty")
-        principal = tokens.principal_for(token)
+        principal = tokens().principal_for(token)
         if principal is None:
             raise AuthError("the bearer token is not valid")
         return principal
+
+    return authenticate
+
+
+def certificate_principal(auth_context: AuthContext) -> str | None:
+    """The verified client certificate's subject CN, else its first SAN; None without one."""
+    for key in ("x509_common_name", "x509_subject_alternative_name"):
+        values = auth_context.get(key)
+        if values:
+            return values[0].decode("utf-8", "replace")
+    return None
+
+
+def mtls_authenticator() -> Authenticate:
+    """Accept any client certificate the TLS handshake verified against the configured client CA."""
+
+    def authenticate(_metadata: Metadata, auth_context: AuthContext) -> str:
+        principal = certificate_principal(auth_context)
+        if principal is None:
+            raise AuthError("a client certificate is required")
+        return principal
+
+    return authenticate
+
+
+def all_of(token: Authenticate, certificate: Authenticate) -> Authenticate:
+    """Both a client certificate and a bearer token; the token names the principal."""
+
+    def authenticate(metadata: Metadata, auth_context: AuthContext) -> str:
+        certificate(metadata, auth_context)
+        return token(metadata, auth_context)
 
     return authenticate

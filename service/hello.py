@@ -1,18 +1,69 @@
-"""The HelloWorldService servicer: the seed article's greeting, served asynchronously."""
+"""The HelloWorldService servicer: the seed article's greeting, plus streaming variants, with input rules."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
-from .generated.rpc_package import helloworld_pb2, helloworld_pb2_grpc
+from .generated.rpc_package import helloworld_pb2 as pb
+from .generated.rpc_package import helloworld_pb2_grpc
+from .validation import DEFAULT_MAX_NAME_LENGTH, name_problem
 
-SERVICE_NAME: str = helloworld_pb2.DESCRIPTOR.services_by_name["HelloWorldService"].full_name
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["HelloWorldService"].full_name
+MAX_REPEAT = 100
+MAX_NAMES_PER_STREAM = 100
+
+
+def greeting(names: list[str]) -> str:
+    """'Hello, Ann!', 'Hello, Ann and Bob!', 'Hello, Ann, Bob and Cy!'."""
+    joined = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"Hello, {joined}!"
 
 
 class HelloServicer(helloworld_pb2_grpc.HelloWorldServiceServicer):
-    """Answers SayHello with ``Hello, <name>!``, as the seed's server does."""
+    """Greets valid names; anything else is INVALID_ARGUMENT with a message naming the field and the rule."""
 
-    async def SayHello(
-        self, request: helloworld_pb2.HelloRequest, context: grpc.aio.ServicerContext
-    ) -> helloworld_pb2.HelloReply:
-        return helloworld_pb2.HelloReply(message=f"Hello, {request.name}!")
+    def __init__(self, max_name_length: int = DEFAULT_MAX_NAME_LENGTH) -> None:
+        self._max_name_length = max_name_length
+
+    async def _check_name(self, name: str, context: grpc.aio.ServicerContext) -> None:
+        problem = name_problem(name, self._max_name_length)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+    async def SayHello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
+        await self._check_name(request.name, context)
+        return pb.HelloReply(message=greeting([request.name]))
+
+    async def SayHelloRepeated(
+        self, request: pb.SayHelloRepeatedRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SayHelloRepeatedResponse]:
+        await self._check_name(request.name, context)
+        if not 1 <= request.count <= MAX_REPEAT:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"count: must be 1 to {MAX_REPEAT}")
+        message = greeting([request.name])
+        for index in range(1, request.count + 1):
+            yield pb.SayHelloRepeatedResponse(message=message, index=index)
+
+    async def SayHelloToMany(
+        self, request_iterator: AsyncIterator[pb.SayHelloToManyRequest], context: grpc.aio.ServicerContext
+    ) -> pb.SayHelloToManyResponse:
+        names: list[str] = []
+        async for request in request_iterator:
+            await self._check_name(request.name, context)
+            if len(names) == MAX_NAMES_PER_STREAM:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_NAMES_PER_STREAM} names per stream"
+                )
+            names.append(request.name)
+        if not names:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "send at least one name")
+        return pb.SayHelloToManyResponse(message=greeting(names), count=len(names))
+
+    async def SayHelloChat(
+        self, request_iterator: AsyncIterator[pb.SayHelloChatRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SayHelloChatResponse]:
+        async for request in request_iterator:
+            await self._check_name(request.name, context)
+            yield pb.SayHelloChatResponse(message=greeting([request.name]))

@@ -4,25 +4,37 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
 import structlog
+from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from . import hello
-from .auth import bearer_authenticator
+from .auth import Authenticate, all_of, bearer_authenticator, mtls_authenticator
 from .credentials import CERT_FILE, CLIENT_CA_FILE, ServerTls, load_server_tls, server_credentials
 from .errors import ConfigError, StartupError
-from .generated.rpc_package import helloworld_pb2_grpc
-from .interceptors import AccessLogInterceptor, AuthInterceptor
+from .generated.rpc_package import helloworld_pb2, helloworld_pb2_grpc
+from .interceptors import (
+    AccessLogInterceptor,
+    AuthInterceptor,
+    ErrorInterceptor,
+    RequestIdInterceptor,
+    WireInterceptor,
+)
+from .policy import Policy, PolicyError
 from .settings import AuthSettings, Settings, env_name
-from .tokens import TokenFileError, TokenStore
+from .tokens import TokenFile, TokenFileError
 
 EXPIRY_WARNING = dt.timedelta(days=30)
-# Health must answer probes and load balancers that hold no token.
-PUBLIC_SERVICES = (health.SERVICE_NAME,)
+SERVICE_FILES: tuple[FileDescriptor, ...] = (
+    helloworld_pb2.DESCRIPTOR,
+    health_pb2.DESCRIPTOR,
+    reflection_pb2.DESCRIPTOR,
+)
 
 log = structlog.get_logger("hello.server")
 
@@ -37,16 +49,40 @@ class BuiltServer:
     tls: ServerTls | None
 
 
-def _tokens(auth: AuthSettings) -> TokenStore:
+def _known_methods(files: Iterable[FileDescriptor]) -> list[str]:
+    return [f"{s.full_name}/{m.name}" for f in files for s in f.services_by_name.values() for m in s.methods]
+
+
+def _token_file(auth: AuthSettings) -> TokenFile:
     setting = env_name("auth", "tokens_file")
     if auth.tokens_file is None:
         raise ConfigError(setting, "is required: a file of accepted bearer tokens (make certs writes certs/token)")
     try:
-        return TokenStore.from_file(auth.tokens_file)
+        return TokenFile(auth.tokens_file, auth.reload_seconds, log)
     except OSError as exc:
         raise ConfigError(setting, f"cannot read {auth.tokens_file}: {exc.strerror}") from None
     except (TokenFileError, UnicodeDecodeError) as exc:
         raise ConfigError(setting, f"{auth.tokens_file}: {exc}") from None
+
+
+def _authenticator(auth: AuthSettings, tls: ServerTls | None) -> Authenticate:
+    if auth.mode != "token" and not (tls and tls.mutual):
+        raise ConfigError(env_name("auth", "mode"), f"{auth.mode} needs {CLIENT_CA_FILE} (mutual TLS)")
+    if auth.mode == "mtls":
+        return mtls_authenticator()
+    tokens = bearer_authenticator(_token_file(auth).current)
+    return tokens if auth.mode == "token" else all_of(tokens, mtls_authenticator())
+
+
+def _policy(auth: AuthSettings) -> Policy | None:
+    if auth.policy_file is None:
+        return None
+    try:
+        return Policy.from_file(auth.policy_file, _known_methods(SERVICE_FILES))
+    except OSError as exc:
+        raise ConfigError(env_name("auth", "policy_file"), f"cannot read {auth.policy_file}: {exc.strerror}") from None
+    except (PolicyError, UnicodeDecodeError) as exc:
+        raise ConfigError(env_name("auth", "policy_file"), f"{auth.policy_file}: {exc}") from None
 
 
 def _tls(settings: Settings) -> ServerTls | None:
@@ -77,6 +113,24 @@ def _bind_problem(host: str, port: int) -> str:
     return "grpc could not bind it"
 
 
+def _interceptors(settings: Settings, tls: ServerTls | None) -> list[grpc.aio.ServerInterceptor]:
+    # Health answers probes and load balancers that hold no credentials.
+    public = [health.SERVICE_NAME] + ([reflection.SERVICE_NAME] if settings.auth.public_reflection else [])
+    policy = _policy(settings.auth)
+    authenticate = _authenticator(settings.auth, tls)
+    auth = AuthInterceptor(authenticate, public, policy.allows) if policy else AuthInterceptor(authenticate, public)
+    # Outermost first. Each call gets its request id before anything logs; the access log sees
+    # every outcome, including refusals and mapped errors; the wire layer is innermost so that a
+    # refused call's body is never decoded.
+    return [
+        RequestIdInterceptor(),
+        AccessLogInterceptor(quiet_services=(health.SERVICE_NAME,)),
+        ErrorInterceptor(),
+        auth,
+        WireInterceptor(settings.max_message_bytes),
+    ]
+
+
 async def build_server(
     settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldServiceServicer | None = None
 ) -> BuiltServer:
@@ -85,17 +139,20 @@ async def build_server(
     ``servicer`` replaces the Hello servicer (a team that copies this service plugs its own in).
     """
     tls = _tls(settings)
-    tokens = _tokens(settings.auth)
     server = grpc.aio.server(
-        # The access log is outermost, so it also records calls that auth refuses.
-        interceptors=[
-            AccessLogInterceptor(),
-            AuthInterceptor(bearer_authenticator(tokens), public_services=PUBLIC_SERVICES),
+        interceptors=_interceptors(settings, tls),
+        options=[
+            # grpc turns SO_REUSEPORT on, which lets a second server silently share a busy port.
+            ("grpc.so_reuseport", 0),
+            # grpc refuses bigger requests itself (RESOURCE_EXHAUSTED, before any Python code runs);
+            # the wire interceptor checks replies first, so they fail with a clear message.
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
         ],
-        # grpc turns SO_REUSEPORT on, which lets a second server silently share a busy port.
-        options=[("grpc.so_reuseport", 0)],
     )
-    helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(servicer or hello.HelloServicer(), server)
+    helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(
+        servicer or hello.HelloServicer(max_name_length=settings.max_name_length), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", hello.SERVICE_NAME):

@@ -36,11 +36,17 @@ class TlsSettings(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    """Who may call the application services."""
+    """Who may call the application services, and what each caller may call."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # token: a bearer token; mtls: a client certificate the client CA signed; token+mtls: both.
+    mode: Literal["token", "mtls", "token+mtls"] = "token"
     tokens_file: FilePath | None = None
+    # How often (seconds) the tokens file is checked for changes; 0 checks on every call.
+    reload_seconds: float = Field(default=5.0, ge=0)
+    policy_file: FilePath | None = None
+    public_reflection: bool = False
 
 
 class LogSettings(BaseModel):
@@ -76,6 +82,9 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     drain_seconds: float = Field(default=0.0, ge=0)
+    max_name_length: int = Field(default=256, ge=1, le=65536)
+    # Received and sent messages; grpc's own default is 4 MiB, far more than a greeting needs.
+    max_message_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
 
 
 class ClientSettings(BaseSettings):

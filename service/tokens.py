@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MIN_TOKEN_LENGTH = 16
 
@@ -83,3 +85,48 @@ class TokenStore:
             if hmac.compare_digest(presented, entry.digest):
                 found = entry.principal
         return found
+
+
+class TokenFile:
+    """The tokens file, re-read when it changes (as a Kubernetes Secret volume does), checked lazily.
+
+    A change is noticed at the first call at least ``interval`` seconds after the last check, so
+    added tokens work and removed ones stop working within ``interval`` seconds of the change. A
+    replacement that cannot be read or parsed keeps the last good set and is reported once.
+    """
+
+    def __init__(self, path: Path, interval: float, log: Any) -> None:
+        self._path, self._interval, self._log = path, interval, log
+        self._signature = _signature(path)
+        self._store = TokenStore.from_file(path)
+        self._next_check = time.monotonic() + interval
+
+    def current(self) -> TokenStore:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self._interval
+            self._refresh()
+        return self._store
+
+    def _refresh(self) -> None:
+        try:
+            signature = _signature(self._path)
+        except OSError as exc:
+            signature = ("missing", exc.strerror)
+        if signature == self._signature:
+            return
+        self._signature = signature  # a bad file is reported once, and retried when it changes again
+        try:
+            store = TokenStore.from_file(self._path)
+        except (OSError, TokenFileError, UnicodeDecodeError) as exc:
+            problem = exc.strerror if isinstance(exc, OSError) else str(exc)
+            self._log.error("tokens file rejected; keeping the last good tokens", path=str(self._path), problem=problem)
+            return
+        self._store = store
+        self._log.info("tokens file reloaded", path=str(self._path), tokens=len(store))
+
+
+def _signature(path: Path) -> tuple[object, ...]:
+    # stat() follows symlinks, so the atomic symlink swap of a Secret volume counts as a change.
+    st = path.stat()
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

@@ -12,7 +12,7 @@ from service.server import BuiltServer
 from .conftest import Pki, client_settings
 
 
-@pytest.mark.parametrize("name", ["eric", "", "世界", "Zoë 👋", "a" * 1000, 'O\'Brien "quoted"\n'])
+@pytest.mark.parametrize("name", ["eric", "世界", "Zoë 👋", "a" * 256, 'O\'Brien "quoted"', " spaced  out "])
 async def test_say_hello_greets_any_name(server: BuiltServer, pki: Pki, name: str) -> None:
     async with create_channel(client_settings(pki, server.port)) as channel:
         assert await say_hello(channel, name) == f"Hello, {name}!"

@@ -1,8 +1,11 @@
-"""Server interceptors, one concern each."""
+"""Server interceptors, one concern each; build_server orders them (outermost first)."""
 
 from __future__ import annotations
 
 from .access_log import AccessLogInterceptor
 from .auth import AuthInterceptor
+from .errors import ErrorInterceptor
+from .request_id import RequestIdInterceptor
+from .wire import WireInterceptor
 
-__all__ = ["AccessLogInterceptor", "AuthInterceptor"]
+__all__ = ["AccessLogInterceptor", "AuthInterceptor", "ErrorInterceptor", "RequestIdInterceptor", "WireInterceptor"]

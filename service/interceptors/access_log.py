@@ -1,17 +1,20 @@
-"""Access log: exactly one structured line per unary call, written when it ends, never with a secret."""
+"""Access log: exactly one structured line per call of every kind, written when it ends, never with a secret."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 import grpc
 import structlog
 
-from .auth import Continuation
+from ._wrap import Continuation, WrappingInterceptor, wrap_handler
 
 _CALLER_ERRORS = frozenset(
     {
@@ -29,6 +32,7 @@ _CALLER_ERRORS = frozenset(
         grpc.StatusCode.ABORTED,
     }
 )
+_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def level_for(code: grpc.StatusCode) -> str:
@@ -45,52 +49,94 @@ def _status(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc
     return code if isinstance(code, grpc.StatusCode) else _BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
 
 
-_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+@dataclass(slots=True)
+class _Call:
+    method: str
+    started: float
+    user_agent: str | None
+    streaming: bool = False
+    received: int = 0
+    sent: int = 0
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+_current: ContextVar[_Call] = ContextVar("access_log_call")
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Logs method, code, duration_ms, peer and the principal bound by later interceptors, per call."""
+async def _received(message: Any, _context: grpc.aio.ServicerContext) -> Any:
+    _current.get().received += 1
+    return message
 
-    def __init__(self, logger: Any = None) -> None:
+
+async def _sent(message: Any, _context: grpc.aio.ServicerContext) -> Any:
+    _current.get().sent += 1
+    return message
+
+
+class AccessLogInterceptor(WrappingInterceptor):
+    """Logs code, duration_ms, peer, user_agent (and message counts for streams) with the call's context.
+
+    The call's context (method, request_id, principal) comes from structlog's contextvars, bound
+    by the request-id and auth interceptors. Calls to ``quiet_services`` that succeed log at debug,
+    so probes every few seconds do not flood the log.
+    """
+
+    def __init__(self, logger: Any = None, quiet_services: tuple[str, ...] = ()) -> None:
+        super().__init__()
         self._log = logger if logger is not None else structlog.get_logger("hello.access")
-
-    def _write(self, method: str, code: grpc.StatusCode, started: float, peer: str | None) -> None:
-        log = getattr(self._log, level_for(code))
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        log("rpc", method=method, code=code.name, duration_ms=duration_ms, peer=peer)
+        self._quiet = tuple(f"/{service}/" for service in quiet_services)
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
-        # Each call runs in its own task, so what earlier calls bound is not here; clearing
-        # makes that explicit and keeps the line's context to this call.
-        structlog.contextvars.clear_contextvars()
-        started = time.perf_counter()
-        handler = await continuation(details)
-        if handler is None:
-            self._write(details.method, grpc.StatusCode.UNIMPLEMENTED, started, None)
-            return None
-        if handler.request_streaming or handler.response_streaming:
-            return handler  # streaming calls are not logged yet
-        return handler._replace(unary_unary=self._logged(handler.unary_unary, details.method, started))
+        user_agent = next((v for k, v in details.invocation_metadata or () if k == "user-agent"), None)
+        _current.set(_Call(details.method, time.perf_counter(), user_agent))
+        handler = await super().intercept_service(continuation, details)
+        if handler is None:  # grpc answers UNIMPLEMENTED itself; no Python code runs for the call
+            self._write(_current.get(), grpc.StatusCode.UNIMPLEMENTED, None)
+        return handler
 
-    def _logged(self, behavior: Behavior, method: str, started: float) -> Behavior:
-        async def logged(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                response = await behavior(request, context)
-                code = _status(context, grpc.StatusCode.OK)
-                return response
-            except grpc.aio.AbortError:
-                code = _status(context, grpc.StatusCode.UNKNOWN)
-                raise
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            finally:
-                # grpc percent-encodes IPv6 peers ("ipv6:%5B::1%5D:5000"); log them as people write them.
-                self._write(method, code, started, unquote(context.peer()))
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        streaming = handler.request_streaming or handler.response_streaming
+        return wrap_handler(
+            handler,
+            self._streaming_call if streaming else self._unary_call,
+            inbound=_received if handler.request_streaming else None,
+            outbound=_sent if handler.response_streaming else None,
+        )
 
-        return logged
+    @asynccontextmanager
+    async def _streaming_call(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        _current.get().streaming = True
+        async with self._unary_call(context):
+            yield
+
+    @asynccontextmanager
+    async def _unary_call(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            yield
+            code = _status(context, grpc.StatusCode.OK)
+        except grpc.aio.AbortError:
+            code = _status(context, grpc.StatusCode.UNKNOWN)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            # grpc percent-encodes IPv6 peers ("ipv6:%5B::1%5D:5000"); log them as people write them.
+            self._write(_current.get(), code, unquote(context.peer()))
+
+    def _write(self, call: _Call, code: grpc.StatusCode, peer: str | None) -> None:
+        level = level_for(code)
+        if code is grpc.StatusCode.OK and call.method.startswith(self._quiet):
+            level = "debug"
+        fields: dict[str, Any] = {
+            "method": call.method,
+            "code": code.name,
+            "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
+            "peer": peer,
+            "user_agent": call.user_agent,
+        }
+        if call.streaming:
+            fields.update(received=call.received, sent=call.sent)
+        getattr(self._log, level)("rpc", **fields)

@@ -1,16 +1,18 @@
-"""Auth: a call to a protected service runs only for an authenticated principal; others get its error first."""
+"""Auth: a call to a protected service runs only for an authenticated principal its policy allows."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import grpc
 import structlog
 
 from ..auth import Authenticate, AuthError
+from ._wrap import Continuation, wrap_handler
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+Authorize = Callable[[str, str], bool]
 
 
 def service_of(method: str) -> str:
@@ -18,40 +20,58 @@ def service_of(method: str) -> str:
     return method.split("/", 2)[1] if method.startswith("/") else ""
 
 
-def _rejection(handler: grpc.RpcMethodHandler | None, error: AuthError) -> grpc.RpcMethodHandler:
-    """A handler of the same RPC kind that answers with ``error`` and never reads the request."""
+async def _unimplemented(_request: Any, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method")
 
-    async def reject(_request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(error.code, error.message)
 
-    request_streaming = bool(handler and handler.request_streaming)
-    response_streaming = bool(handler and handler.response_streaming)
-    # No deserializer: the body of a refused call is never parsed.
-    if request_streaming and response_streaming:
-        return grpc.stream_stream_rpc_method_handler(reject)
-    if request_streaming:
-        return grpc.stream_unary_rpc_method_handler(reject)
-    if response_streaming:
-        return grpc.unary_stream_rpc_method_handler(reject)
-    return grpc.unary_unary_rpc_method_handler(reject)
+_UNKNOWN_METHOD = grpc.unary_unary_rpc_method_handler(_unimplemented)
+
+
+def _allow_all(_principal: str, _method: str) -> bool:
+    return True
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Asks ``authenticate`` for every call outside ``public_services`` and binds the principal to the log context."""
+    """Checks every call outside ``public_services`` before its handler runs (and before its body is decoded).
 
-    def __init__(self, authenticate: Authenticate, public_services: Iterable[str]) -> None:
-        self._authenticate = authenticate
+    The check runs inside the wrapped handler, where the TLS auth context (the mTLS identity) is
+    known; with the wire interceptor inside this one, a refused call's body is never parsed.
+    Unknown methods are refused the same way, so anonymous callers cannot probe what exists.
+    """
+
+    def __init__(
+        self, authenticate: Authenticate, public_services: Iterable[str], authorize: Authorize = _allow_all
+    ) -> None:
+        self._authenticate, self._authorize = authenticate, authorize
         self._public = frozenset(public_services)
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._unknown = wrap_handler(_UNKNOWN_METHOD, self._guard(None))
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
         if service_of(details.method) in self._public:
-            return await continuation(details)
-        try:
-            principal = self._authenticate(details.invocation_metadata or ())
-        except AuthError as error:
-            # Unknown methods are refused the same way, so an anonymous caller learns nothing.
-            return _rejection(await continuation(details), error)
-        structlog.contextvars.bind_contextvars(principal=principal)
-        return await continuation(details)
+            return handler
+        if handler is None:
+            return self._unknown
+        # Registered methods are few and fixed, so this stays small whatever callers send.
+        entry = self._guarded.get(details.method)
+        if entry is None or entry[0] is not handler:
+            entry = (handler, wrap_handler(handler, self._guard(details.method)))
+            self._guarded[details.method] = entry
+        return entry[1]
+
+    def _guard(self, method: str | None) -> Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]:
+        @asynccontextmanager
+        async def guard(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+            try:
+                principal = self._authenticate(context.invocation_metadata() or (), context.auth_context())
+                if method is not None and not self._authorize(principal, method):
+                    raise AuthError(f"{principal} may not call {method}", grpc.StatusCode.PERMISSION_DENIED)
+            except AuthError as error:
+                await context.abort(error.code, error.message)
+            structlog.contextvars.bind_contextvars(principal=principal)
+            yield
+
+        return guard

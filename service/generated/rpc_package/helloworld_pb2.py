@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crpc_package/helloworld.proto\x12\x0brpc_package\"\x1c\n\x0cHelloRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\nHelloReply\x12\x0f\n\x07message\x18\x01 \x01(\t2U\n\x11HelloWorldService\x12@\n\x08SayHello\x12\x19.rpc_package.HelloRequest\x1a\x17.rpc_package.HelloReply\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crpc_package/helloworld.proto\x12\x0brpc_package\"\x1c\n\x0cHelloRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\nHelloReply\x12\x0f\n\x07message\x18\x01 \x01(\t\"6\n\x17SayHelloRepeatedRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\":\n\x18SayHelloRepeatedResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\"%\n\x15SayHelloToManyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x16SayHelloToManyResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"#\n\x13SayHelloChatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x14SayHelloChatResponse\x12\x0f\n\x07message\x18\x01 \x01(\t2\xf4\x02\n\x11HelloWorldService\x12@\n\x08SayHello\x12\x19.rpc_package.HelloRequest\x1a\x17.rpc_package.HelloReply\"\x00\x12\x63\n\x10SayHelloRepeated\x12$.rpc_package.SayHelloRepeatedRequest\x1a%.rpc_package.SayHelloRepeatedResponse\"\x00\x30\x01\x12]\n\x0eSayHelloToMany\x12\".rpc_package.SayHelloToManyRequest\x1a#.rpc_package.SayHelloToManyResponse\"\x00(\x01\x12Y\n\x0cSayHelloChat\x12 .rpc_package.SayHelloChatRequest\x1a!.rpc_package.SayHelloChatResponse\"\x00(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLOREQUEST']._serialized_end=73
   _globals['_HELLOREPLY']._serialized_start=75
   _globals['_HELLOREPLY']._serialized_end=104
-  _globals['_HELLOWORLDSERVICE']._serialized_start=106
-  _globals['_HELLOWORLDSERVICE']._serialized_end=191
+  _globals['_SAYHELLOREPEATEDREQUEST']._serialized_start=106
+  _globals['_SAYHELLOREPEATEDREQUEST']._serialized_end=160
+  _globals['_SAYHELLOREPEATEDRESPONSE']._serialized_start=162
+  _globals['_SAYHELLOREPEATEDRESPONSE']._serialized_end=220
+  _globals['_SAYHELLOTOMANYREQUEST']._serialized_start=222
+  _globals['_SAYHELLOTOMANYREQUEST']._serialized_end=259
+  _globals['_SAYHELLOTOMANYRESPONSE']._serialized_start=261
+  _globals['_SAYHELLOTOMANYRESPONSE']._serialized_end=317
+  _globals['_SAYHELLOCHATREQUEST']._serialized_start=319
+  _globals['_SAYHELLOCHATREQUEST']._serialized_end=354
+  _globals['_SAYHELLOCHATRESPONSE']._serialized_start=356
+  _globals['_SAYHELLOCHATRESPONSE']._serialized_end=395
+  _globals['_HELLOWORLDSERVICE']._serialized_start=398
+  _globals['_HELLOWORLDSERVICE']._serialized_end=770
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,21 @@ class HelloWorldServiceStub:
                 request_serializer=rpc__package_dot_helloworld__pb2.HelloRequest.SerializeToString,
                 response_deserializer=rpc__package_dot_helloworld__pb2.HelloReply.FromString,
                 _registered_method=True)
+        self.SayHelloRepeated = channel.unary_stream(
+                '/rpc_package.HelloWorldService/SayHelloRepeated',
+                request_serializer=rpc__package_dot_helloworld__pb2.SayHelloRepeatedRequest.SerializeToString,
+                response_deserializer=rpc__package_dot_helloworld__pb2.SayHelloRepeatedResponse.FromString,
+                _registered_method=True)
+        self.SayHelloToMany = channel.stream_unary(
+                '/rpc_package.HelloWorldService/SayHelloToMany',
+                request_serializer=rpc__package_dot_helloworld__pb2.SayHelloToManyRequest.SerializeToString,
+                response_deserializer=rpc__package_dot_helloworld__pb2.SayHelloToManyResponse.FromString,
+                _registered_method=True)
+        self.SayHelloChat = channel.stream_stream(
+                '/rpc_package.HelloWorldService/SayHelloChat',
+                request_serializer=rpc__package_dot_helloworld__pb2.SayHelloChatRequest.SerializeToString,
+                response_deserializer=rpc__package_dot_helloworld__pb2.SayHelloChatResponse.FromString,
+                _registered_method=True)
 
 
 class HelloWorldServiceServicer:
@@ -47,7 +62,32 @@ class HelloWorldServiceServicer:
     """
 
     def SayHello(self, request, context):
-        """SayHello answers "Hello, <name>!".
+        """SayHello answers "Hello, <name>!". The seed's names predate buf's request/response
+        naming rules; renaming them would break the wire, so they stay (see buf.yaml).
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SayHelloRepeated(self, request, context):
+        """SayHelloRepeated answers with `count` greetings, one message each (server streaming).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SayHelloToMany(self, request_iterator, context):
+        """SayHelloToMany greets every name sent on the stream in one reply (client streaming).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SayHelloChat(self, request_iterator, context):
+        """SayHelloChat answers each name as it arrives (bidirectional streaming).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +100,21 @@ def add_HelloWorldServiceServicer_to_server(servicer, server):
                     servicer.SayHello,
                     request_deserializer=rpc__package_dot_helloworld__pb2.HelloRequest.FromString,
                     response_serializer=rpc__package_dot_helloworld__pb2.HelloReply.SerializeToString,
+            ),
+            'SayHelloRepeated': grpc.unary_stream_rpc_method_handler(
+                    servicer.SayHelloRepeated,
+                    request_deserializer=rpc__package_dot_helloworld__pb2.SayHelloRepeatedRequest.FromString,
+                    response_serializer=rpc__package_dot_helloworld__pb2.SayHelloRepeatedResponse.SerializeToString,
+            ),
+            'SayHelloToMany': grpc.stream_unary_rpc_method_handler(
+                    servicer.SayHelloToMany,
+                    request_deserializer=rpc__package_dot_helloworld__pb2.SayHelloToManyRequest.FromString,
+                    response_serializer=rpc__package_dot_helloworld__pb2.SayHelloToManyResponse.SerializeToString,
+            ),
+            'SayHelloChat': grpc.stream_stream_rpc_method_handler(
+                    servicer.SayHelloChat,
+                    request_deserializer=rpc__package_dot_helloworld__pb2.SayHelloChatRequest.FromString,
+                    response_serializer=rpc__package_dot_helloworld__pb2.SayHelloChatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +145,87 @@ class HelloWorldService:
             '/rpc_package.HelloWorldService/SayHello',
             rpc__package_dot_helloworld__pb2.HelloRequest.SerializeToString,
             rpc__package_dot_helloworld__pb2.HelloReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SayHelloRepeated(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/rpc_package.HelloWorldService/SayHelloRepeated',
+            rpc__package_dot_helloworld__pb2.SayHelloRepeatedRequest.SerializeToString,
+            rpc__package_dot_helloworld__pb2.SayHelloRepeatedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SayHelloToMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/rpc_package.HelloWorldService/SayHelloToMany',
+            rpc__package_dot_helloworld__pb2.SayHelloToManyRequest.SerializeToString,
+            rpc__package_dot_helloworld__pb2.SayHelloToManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SayHelloChat(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rpc_package.HelloWorldService/SayHelloChat',
+            rpc__package_dot_helloworld__pb2.SayHelloChatRequest.SerializeToString,
+            rpc__package_dot_helloworld__pb2.SayHelloChatResponse.FromString,
             options,
             channel_credentials,
             insecure,
