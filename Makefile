@@ -14,7 +14,9 @@ PROTOS := $(shell find protos -name '*.proto')
 GENERATED := service/generated/rpc_package/helloworld_pb2.py
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 
-.PHONY: help venv proto certs run test lint fmt lock wheel clean
+BUF := tools/node_modules/.bin/buf
+
+.PHONY: help venv tools proto certs run test lint fmt lock wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,6 +30,13 @@ $(BIN)/.installed: requirements-dev.lock pyproject.toml
 
 venv: $(BIN)/.installed ## Create .venv and install the locked dependencies and the project
 
+# Command-line tools from npm that the tests drive (buf), pinned by tools/package-lock.json.
+$(BUF): tools/package.json tools/package-lock.json
+	npm ci --prefix tools --no-audit --no-fund --loglevel=error
+	@touch $@
+
+tools: $(BUF) ## Install the npm tools the tests use (buf)
+
 $(GENERATED): $(PROTOS) scripts/gen_protos.py | $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py
 
@@ -40,10 +49,11 @@ certs: $(BIN)/.installed ## Write dev CA, server/client certs and a token into c
 run: $(GENERATED) certs ## Serve on localhost:50051 with TLS and the dev token (config/dev.env)
 	$(BIN)/hello-server --env-file $(ENV_FILE)
 
-test: $(GENERATED) lint ## Install everything the tests need, lint, then run the tests
+test: $(GENERATED) $(BUF) lint ## Install everything the tests need, lint, then run the tests
 	$(BIN)/pytest
 
-lint: $(BIN)/.installed ## ruff and mypy
+lint: $(BIN)/.installed $(BUF) ## ruff, mypy and buf lint
+	$(BUF) lint
 	$(BIN)/ruff check service tests scripts
 	$(BIN)/ruff format --check service tests scripts
 	$(BIN)/mypy
@@ -60,4 +70,4 @@ wheel: $(BIN)/.installed ## Build the wheel into dist/
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
 
 clean: ## Remove the virtualenv, build output and caches (keeps certs/)
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tools/node_modules dist build .pytest_cache .mypy_cache .ruff_cache

@@ -1,18 +1,30 @@
-"""The client library: a secure channel carrying the bearer token, and one function per call."""
+"""The client library: a secure channel carrying the bearer token, and one function per method."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .credentials import channel_credentials
-from .generated.rpc_package import helloworld_pb2, helloworld_pb2_grpc
+from .generated.rpc_package import helloworld_pb2 as pb
+from .generated.rpc_package import helloworld_pb2_grpc
 from .settings import ClientSettings
 
 DEFAULT_TIMEOUT = ClientSettings.model_fields["timeout"].default
+REQUEST_ID = "x-request-id"
+
+
+def new_request_id() -> str:
+    """A fresh id to send as x-request-id; the server logs it and sends it back."""
+    return uuid.uuid4().hex
+
+
+def _metadata(request_id: str | None) -> tuple[tuple[str, str], ...]:
+    return ((REQUEST_ID, request_id or new_request_id()),)
 
 
 @asynccontextmanager
@@ -22,15 +34,74 @@ async def create_channel(settings: ClientSettings) -> AsyncIterator[grpc.aio.Cha
         yield channel
 
 
-async def say_hello(channel: grpc.aio.Channel, name: str, *, timeout: float = DEFAULT_TIMEOUT) -> str:
+def _stub(channel: grpc.aio.Channel) -> helloworld_pb2_grpc.HelloWorldServiceStub:
+    return helloworld_pb2_grpc.HelloWorldServiceStub(channel)
+
+
+async def say_hello(
+    channel: grpc.aio.Channel, name: str, *, timeout: float = DEFAULT_TIMEOUT, request_id: str | None = None
+) -> str:
     """Call SayHello and return the greeting; raises grpc.aio.AioRpcError on failure."""
-    stub = helloworld_pb2_grpc.HelloWorldServiceStub(channel)
-    reply = await stub.SayHello(helloworld_pb2.HelloRequest(name=name), timeout=timeout)
+    reply = await _stub(channel).SayHello(pb.HelloRequest(name=name), timeout=timeout, metadata=_metadata(request_id))
     return str(reply.message)
 
 
-async def check_health(channel: grpc.aio.Channel, service: str = "", *, timeout: float = DEFAULT_TIMEOUT) -> str:
+async def say_hello_repeated(
+    channel: grpc.aio.Channel,
+    name: str,
+    count: int,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    request_id: str | None = None,
+) -> AsyncIterator[str]:
+    """SayHelloRepeated: yields ``count`` greetings as the server streams them."""
+    call = _stub(channel).SayHelloRepeated(
+        pb.SayHelloRepeatedRequest(name=name, count=count), timeout=timeout, metadata=_metadata(request_id)
+    )
+    async for reply in call:
+        yield str(reply.message)
+
+
+async def say_hello_to_many(
+    channel: grpc.aio.Channel,
+    names: Iterable[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    request_id: str | None = None,
+) -> str:
+    """SayHelloToMany: streams the names and returns the one greeting for all of them."""
+    requests = (pb.SayHelloToManyRequest(name=name) for name in names)
+    reply = await _stub(channel).SayHelloToMany(requests, timeout=timeout, metadata=_metadata(request_id))
+    return str(reply.message)
+
+
+async def say_hello_chat(
+    channel: grpc.aio.Channel,
+    names: AsyncIterable[str] | Iterable[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    request_id: str | None = None,
+) -> AsyncIterator[str]:
+    """SayHelloChat: yields a greeting for each name as the server answers it."""
+
+    async def requests() -> AsyncIterator[pb.SayHelloChatRequest]:
+        if isinstance(names, AsyncIterable):
+            async for name in names:
+                yield pb.SayHelloChatRequest(name=name)
+        else:
+            for name in names:
+                yield pb.SayHelloChatRequest(name=name)
+
+    call = _stub(channel).SayHelloChat(requests(), timeout=timeout, metadata=_metadata(request_id))
+    async for reply in call:
+        yield str(reply.message)
+
+
+async def check_health(
+    channel: grpc.aio.Channel, service: str = "", *, timeout: float = DEFAULT_TIMEOUT, request_id: str | None = None
+) -> str:
     """The serving status of ``service`` ("" is the whole server) by name, e.g. "SERVING"."""
     stub = health_pb2_grpc.HealthStub(channel)
-    response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    request = health_pb2.HealthCheckRequest(service=service)
+    response = await stub.Check(request, timeout=timeout, metadata=_metadata(request_id))
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

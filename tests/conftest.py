@@ -123,11 +123,11 @@ async def mtls_server(pki: Pki) -> AsyncIterator[BuiltServer]:
 class running:
     """``async with running(settings) as built``: a started server, stopped on exit."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, settings: Settings, servicer: Any = None) -> None:
+        self._settings, self._servicer = settings, servicer
 
     async def __aenter__(self) -> BuiltServer:
-        self._built = await build_server(self._settings)
+        self._built = await build_server(self._settings, servicer=self._servicer)
         await self._built.server.start()
         return self._built
 

@@ -104,6 +104,8 @@ class ServerProcess:
 
 
 def run(
-    command: list[str], env: dict[str, str], timeout: float = 60, cwd: Path | None = None
+    command: list[str], env: dict[str, str], timeout: float = 60, cwd: Path | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        command, env=env, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from pathlib import Path
 
@@ -31,6 +32,14 @@ def _one_line(stderr: str) -> str:
     return lines[0]
 
 
+def _failure(stderr: str) -> str:
+    """The one error line without its request id suffix, after checking the suffix is there."""
+    line = _one_line(stderr)
+    match = re.fullmatch(r"(.*) \[request id ([0-9a-f]{32})\]", line)
+    assert match, line
+    return match.group(1)
+
+
 async def test_say_prints_exactly_the_reply(server: BuiltServer, pki: Pki) -> None:
     code, out, err = await hello_client(*_args(pki, server.port), "say", "Ada Lovelace")
     assert (code, out, err) == (0, "Hello, Ada Lovelace!\n", "")
@@ -55,7 +64,7 @@ async def test_health(server: BuiltServer, pki: Pki) -> None:
 async def test_health_of_unknown_service_fails(server: BuiltServer, pki: Pki) -> None:
     code, _, err = await hello_client("--target", f"localhost:{server.port}", "--ca", pki.ca, "health", "no.Such")
     assert code == 1
-    assert _one_line(err).endswith("(NOT_FOUND)")
+    assert _failure(err).endswith("(NOT_FOUND)")
 
 
 async def test_wrong_token(server: BuiltServer, pki: Pki) -> None:
@@ -64,20 +73,20 @@ async def test_wrong_token(server: BuiltServer, pki: Pki) -> None:
         "--target", f"localhost:{server.port}", "--ca", pki.ca, "--token", secret, "say", "x"
     )
     assert (code, out) == (1, "")
-    assert _one_line(err) == "hello-client: server rejected the token: the bearer token is not valid (UNAUTHENTICATED)"
+    assert _failure(err) == "hello-client: server rejected the token: the bearer token is not valid (UNAUTHENTICATED)"
     assert secret not in err
 
 
 async def test_no_token(server: BuiltServer, pki: Pki) -> None:
     code, _, err = await hello_client("--target", f"localhost:{server.port}", "--ca", pki.ca, "say", "x")
     assert code == 1
-    assert "missing credentials" in _one_line(err)
+    assert "missing credentials" in _failure(err)
 
 
 async def test_untrusted_server_certificate(server: BuiltServer, pki: Pki, other_pki: Pki) -> None:
     code, _, err = await hello_client(*_args(pki, server.port, "--ca", other_pki.ca), "say", "x")
     assert code == 1
-    assert _one_line(err) == (
+    assert _failure(err) == (
         f"hello-client: localhost:{server.port}: TLS handshake failed: certificate not trusted (UNAVAILABLE)"
     )
 
@@ -87,7 +96,7 @@ async def test_certificate_for_another_host(pki: Pki) -> None:
     async with running(server_settings(pki, host="127.0.0.2")) as built:
         code, _, err = await hello_client(*_args(pki, built.port, "--target", f"127.0.0.2:{built.port}"), "say", "x")
     assert code == 1
-    assert _one_line(err) == (
+    assert _failure(err) == (
         f"hello-client: 127.0.0.2:{built.port}: TLS handshake failed: "
         "the server's certificate is not for this host (UNAVAILABLE)"
     )
@@ -96,7 +105,7 @@ async def test_certificate_for_another_host(pki: Pki) -> None:
 async def test_mtls_without_client_certificate(mtls_server: BuiltServer, pki: Pki) -> None:
     code, _, err = await hello_client(*_args(pki, mtls_server.port), "say", "x")
     assert code == 1
-    assert "(UNAVAILABLE)" in _one_line(err)
+    assert "(UNAVAILABLE)" in _failure(err)
 
 
 async def test_mtls_with_client_certificate(mtls_server: BuiltServer, pki: Pki) -> None:
@@ -111,7 +120,7 @@ async def test_connection_refused() -> None:
         port = sock.getsockname()[1]  # bound but not listening: nothing answers there
         code, _, err = await hello_client("--target", f"127.0.0.1:{port}", "--timeout", "3", "say", "x")
     assert code == 1
-    assert _one_line(err) == f"hello-client: 127.0.0.1:{port}: cannot connect: connection refused (UNAVAILABLE)"
+    assert _failure(err) == f"hello-client: 127.0.0.1:{port}: cannot connect: connection refused (UNAVAILABLE)"
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,12 @@ def _write_cert_pair(directory: Path, days: int, start: dt.datetime) -> tuple[Pa
             {"HELLO_TLS__CLIENT_CA_FILE": "{token_file}"},
             ["HELLO_TLS__CLIENT_CA_FILE", "holds no PEM certificate"],
         ),
+        ({"HELLO_AUTH__MODE": "mtls"}, ["HELLO_AUTH__MODE", "mtls needs HELLO_TLS__CLIENT_CA_FILE"]),
+        ({"HELLO_AUTH__MODE": "password"}, ["HELLO_AUTH__MODE", "'token', 'mtls' or 'token+mtls'"]),
+        ({"HELLO_AUTH__RELOAD_SECONDS": "-5"}, ["HELLO_AUTH__RELOAD_SECONDS", "greater than or equal to 0"]),
+        ({"HELLO_AUTH__POLICY_FILE": "{token_file}"}, ["HELLO_AUTH__POLICY_FILE", "not valid TOML"]),
+        ({"HELLO_MAX_MESSAGE_BYTES": "10"}, ["HELLO_MAX_MESSAGE_BYTES", "greater than or equal to 1024"]),
+        ({"HELLO_MAX_NAME_LENGTH": "0"}, ["HELLO_MAX_NAME_LENGTH", "greater than or equal to 1"]),
     ],
     ids=[
         "no-tls",
@@ -93,6 +99,12 @@ def _write_cert_pair(directory: Path, days: int, start: dt.datetime) -> tuple[Pa
         "cert-not-pem",
         "key-not-pem",
         "client-ca-not-pem",
+        "mtls-without-client-ca",
+        "unknown-auth-mode",
+        "negative-reload",
+        "policy-not-toml",
+        "message-limit-too-small",
+        "name-limit-zero",
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(pki: Pki, settings: dict[str, str], fragments: list[str]) -> None:
@@ -101,6 +113,7 @@ def test_bad_configuration_is_one_line_and_exit_2(pki: Pki, settings: dict[str, 
     env = {key: value for key, value in env.items() if value != ""}
     code, stderr = _start(env)
     _assert_one_line(stderr, *fragments)
+    assert pki.token not in stderr
     assert code == 2
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     say = commands.add_parser("say", help="call SayHello and print the reply")
     say.add_argument("name")
+    repeated = commands.add_parser("say-repeated", help="call SayHelloRepeated; print each greeting streamed back")
+    repeated.add_argument("name")
+    repeated.add_argument("--count", type=int, default=3, help="how many greetings (1 to 100, default 3)")
+    many = commands.add_parser("say-many", help="call SayHelloToMany with the names; print the one reply")
+    many.add_argument("names", nargs="+", metavar="NAME")
+    chat = commands.add_parser("chat", help="call SayHelloChat; print a reply per name (names from stdin if none)")
+    chat.add_argument("names", nargs="*", metavar="NAME")
     health = commands.add_parser("health", help="print the serving status; exit 0 only when SERVING")
     health.add_argument("service", nargs="?", default="", help="service name (default: the whole server)")
     return parser
@@ -58,7 +66,7 @@ _TLS_PROBLEMS = (
 
 
 def describe(error: Any, target: str) -> str:
-    """One line for an AioRpcError: what went wrong (at ``target``), in words, then the status code."""
+    """What went wrong (at ``target``), in words, then the status code."""
     code = error.code()
     details = error.details() or ""
     name = code.name if code is not None else "UNKNOWN"
@@ -74,21 +82,45 @@ def describe(error: Any, target: str) -> str:
     return f"call failed: {first_line} ({name})"
 
 
+async def _stdin_lines() -> AsyncIterator[str]:
+    while line := await asyncio.to_thread(sys.stdin.readline):
+        if line.strip():
+            yield line.rstrip("\n")
+
+
+async def _call(args: argparse.Namespace, channel: Any, timeout: float, request_id: str) -> int:
+    from .. import client
+
+    if args.command == "say":
+        print(await client.say_hello(channel, args.name, timeout=timeout, request_id=request_id))
+    elif args.command == "say-repeated":
+        replies = client.say_hello_repeated(channel, args.name, args.count, timeout=timeout, request_id=request_id)
+        async for message in replies:
+            print(message, flush=True)
+    elif args.command == "say-many":
+        print(await client.say_hello_to_many(channel, args.names, timeout=timeout, request_id=request_id))
+    elif args.command == "chat":
+        names = args.names or _stdin_lines()
+        async for message in client.say_hello_chat(channel, names, timeout=timeout, request_id=request_id):
+            print(message, flush=True)
+    else:
+        status = await client.check_health(channel, args.service, timeout=timeout, request_id=request_id)
+        print(status)
+        return 0 if status == "SERVING" else 1
+    return 0
+
+
 async def _run(args: argparse.Namespace, settings: ClientSettings) -> int:
     import grpc
 
-    from ..client import check_health, create_channel, say_hello
+    from ..client import create_channel, new_request_id
 
+    request_id = new_request_id()
     try:
         async with create_channel(settings) as channel:
-            if args.command == "say":
-                print(await say_hello(channel, args.name, timeout=settings.timeout))
-                return 0
-            status = await check_health(channel, args.service, timeout=settings.timeout)
-            print(status)
-            return 0 if status == "SERVING" else 1
+            return await _call(args, channel, settings.timeout, request_id)
     except grpc.aio.AioRpcError as error:
-        print(f"hello-client: {describe(error, settings.target)}", file=sys.stderr)
+        print(f"hello-client: {describe(error, settings.target)} [request id {request_id}]", file=sys.stderr)
         return 1
 
 

@@ -96,22 +96,18 @@ class AccessLogInterceptor(WrappingInterceptor):
         return handler
 
     def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        streaming = handler.request_streaming or handler.response_streaming
-        return wrap_handler(
-            handler,
-            self._streaming_call if streaming else self._unary_call,
-            inbound=_received if handler.request_streaming else None,
-            outbound=_sent if handler.response_streaming else None,
-        )
+        if not (handler.request_streaming or handler.response_streaming):
+            return wrap_handler(handler, self._logged)
+        return wrap_handler(handler, self._logged_stream, inbound=_received, outbound=_sent)
 
     @asynccontextmanager
-    async def _streaming_call(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        _current.get().streaming = True
-        async with self._unary_call(context):
+    async def _logged_stream(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        _current.get().streaming = True  # the line then carries the message counts
+        async with self._logged(context):
             yield
 
     @asynccontextmanager
-    async def _unary_call(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def _logged(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         code = grpc.StatusCode.UNKNOWN
         try:
             yield
