@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -27,10 +28,65 @@ def _metadata(request_id: str | None) -> tuple[tuple[str, str], ...]:
     return ((REQUEST_ID, request_id or new_request_id()),)
 
 
+# Balance calls over every address the target resolves to (a headless Service's pods, or a list
+# of addresses), skip backends that report NOT_SERVING, and retry calls that never reached a
+# server or hit one that was going away.
+# Every method here is idempotent, so a retry cannot do anything twice that matters.
+SERVICE_CONFIG: dict[str, object] = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{"service": "rpc_package.HelloWorldService"}, {"service": "grpc.health.v1.Health"}],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+
+
+# Client-side health checking: a backend whose health turns NOT_SERVING (draining before a stop)
+# gets no new calls from the channel, so a rolling update fails none.
+WATCH_HEALTH = {"healthCheckConfig": {"serviceName": "rpc_package.HelloWorldService"}}
+
+
+def channel_options(settings: ClientSettings, *, watch_health: bool = True) -> list[tuple[str, str | int]]:
+    """Options for balancing, retries and keepalive (within the server's ping policy), and the TLS name."""
+    service_config = {**SERVICE_CONFIG, **WATCH_HEALTH} if watch_health and settings.balanced else SERVICE_CONFIG
+    options: list[tuple[str, str | int]] = [
+        ("grpc.service_config", json.dumps(service_config)),
+        ("grpc.enable_retries", 1),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+    ]
+    if settings.server_name:
+        # Verify the certificate against this name, whatever address the target names.
+        options += [
+            ("grpc.ssl_target_name_override", settings.server_name),
+            ("grpc.default_authority", settings.server_name),
+        ]
+    return options
+
+
 @asynccontextmanager
-async def create_channel(settings: ClientSettings) -> AsyncIterator[grpc.aio.Channel]:
-    """A TLS channel to ``settings.target`` (mTLS with a client certificate) sending the token on each call."""
-    async with grpc.aio.secure_channel(settings.target, channel_credentials(settings)) as channel:
+async def create_channel(settings: ClientSettings, *, watch_health: bool = True) -> AsyncIterator[grpc.aio.Channel]:
+    """A TLS channel to ``settings.target`` (mTLS with a client certificate) sending the token on each call.
+
+    ``target`` may be ``host:port``, ``dns:///host:port`` (every address it resolves to, e.g. a
+    headless Service) or ``ipv4:a:p,b:q``. With ``plaintext``, no TLS and no token: the health port.
+    ``watch_health=False`` turns off client-side health checking, which would hide a backend's
+    NOT_SERVING status from a health check of that very backend.
+    """
+    options = channel_options(settings, watch_health=watch_health)
+    if settings.plaintext:
+        async with grpc.aio.insecure_channel(settings.target, options=options) as channel:
+            yield channel
+        return
+    async with grpc.aio.secure_channel(settings.target, channel_credentials(settings), options=options) as channel:
         yield channel
 
 

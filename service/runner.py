@@ -45,11 +45,13 @@ async def serve(settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldS
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await built.server.start()
+        for server in built.servers:
+            await server.start()
         log.info(
             "serving",
             host=settings.host,
             port=built.port,
+            health_port=built.health_port,
             tls=built.tls is not None,
             mtls=bool(built.tls and built.tls.mutual),
         )
@@ -62,9 +64,10 @@ async def serve(settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldS
             log.info("draining", seconds=settings.drain_seconds)
             await _until_first(asyncio.sleep(settings.drain_seconds), forced.wait())
         # 3. Refuse new calls; in-flight calls get the grace period, or none after a second signal.
-        await _until_first(built.server.stop(settings.shutdown_grace_seconds), forced.wait())
+        grace = settings.shutdown_grace_seconds
+        await _until_first(asyncio.gather(*(s.stop(grace) for s in built.servers)), forced.wait())
         if forced.is_set():
-            await built.server.stop(None)
+            await asyncio.gather(*(s.stop(None) for s in built.servers))
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

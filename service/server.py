@@ -41,12 +41,19 @@ log = structlog.get_logger("hello.server")
 
 @dataclass(frozen=True)
 class BuiltServer:
-    """What build_server made: the unstarted server, the port it bound, and the health servicer to flip."""
+    """What build_server made: the unstarted servers, the ports they bound, and the health servicer to flip."""
 
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
     tls: ServerTls | None
+    # The plaintext health-only listener (None when HELLO_HEALTH_PORT=off).
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+
+    @property
+    def servers(self) -> tuple[grpc.aio.Server, ...]:
+        return (self.server,) if self.health_server is None else (self.server, self.health_server)
 
 
 def _known_methods(files: Iterable[FileDescriptor]) -> list[str]:
@@ -101,6 +108,52 @@ def _tls(settings: Settings) -> ServerTls | None:
     return None
 
 
+def _options(settings: Settings) -> list[tuple[str, int]]:
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    policy = settings.grpc
+    return [
+        # grpc turns SO_REUSEPORT on, which lets a second server silently share a busy port.
+        ("grpc.so_reuseport", 0),
+        # grpc refuses bigger requests itself (RESOURCE_EXHAUSTED, before any Python code runs);
+        # the wire interceptor checks replies first, so they fail with a clear message.
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", ms(policy.keepalive_time_seconds)),
+        ("grpc.keepalive_timeout_ms", ms(policy.keepalive_timeout_seconds)),
+        # Let clients keep idle connections warm with pings no more often than the interval.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", ms(policy.min_ping_interval_seconds)),
+        ("grpc.max_connection_idle_ms", ms(policy.max_connection_idle_seconds)),
+        ("grpc.max_connection_age_ms", ms(policy.max_connection_age_seconds)),
+        ("grpc.max_connection_age_grace_ms", ms(policy.max_connection_age_grace_seconds)),
+        ("grpc.max_concurrent_streams", policy.max_concurrent_streams),
+    ]
+
+
+def _bind(server: grpc.aio.Server, setting: str, host: str, port: int, tls: ServerTls | None) -> int:
+    address = f"{host}:{port}"
+    try:
+        if tls is None:
+            return int(server.add_insecure_port(address))
+        return int(server.add_secure_port(address, server_credentials(tls)))
+    except RuntimeError:
+        raise StartupError(f"{setting}: cannot listen on {address}: {_bind_problem(host, port)}") from None
+
+
+def _health_server(settings: Settings, servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int] | None:
+    """A plaintext listener serving only health, sharing the main server's servicer (and so its statuses)."""
+    if settings.health_port == "off":
+        return None
+    server = grpc.aio.server(
+        interceptors=[RequestIdInterceptor(), AccessLogInterceptor(quiet_services=(health.SERVICE_NAME,))],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4096)],
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return server, _bind(server, env_name("health_port"), settings.host, settings.health_port, None)
+
+
 def _bind_problem(host: str, port: int) -> str:
     """grpc only says it could not bind; ask the OS why, with a socket of our own."""
     host = host.strip("[]")
@@ -139,17 +192,7 @@ async def build_server(
     ``servicer`` replaces the Hello servicer (a team that copies this service plugs its own in).
     """
     tls = _tls(settings)
-    server = grpc.aio.server(
-        interceptors=_interceptors(settings, tls),
-        options=[
-            # grpc turns SO_REUSEPORT on, which lets a second server silently share a busy port.
-            ("grpc.so_reuseport", 0),
-            # grpc refuses bigger requests itself (RESOURCE_EXHAUSTED, before any Python code runs);
-            # the wire interceptor checks replies first, so they fail with a clear message.
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-        ],
-    )
+    server = grpc.aio.server(interceptors=_interceptors(settings, tls), options=_options(settings))
     helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(
         servicer or hello.HelloServicer(max_name_length=settings.max_name_length), server
     )
@@ -159,15 +202,10 @@ async def build_server(
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection((hello.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
-    address = f"{settings.host}:{settings.port}"
-    try:
-        if tls is None:
-            log.warning("serving without TLS: HELLO_INSECURE=true is for local experiments only")
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, server_credentials(tls))
-    except RuntimeError:
-        raise StartupError(
-            f"{env_name('port')}: cannot listen on {address}: {_bind_problem(settings.host, settings.port)}"
-        ) from None
-    return BuiltServer(server=server, port=port, health=health_servicer, tls=tls)
+    if tls is None:
+        log.warning("serving without TLS: HELLO_INSECURE=true is for local experiments only")
+    port = _bind(server, env_name("port"), settings.host, settings.port, tls)
+    health_only = _health_server(settings, health_servicer)
+    if health_only is None:
+        return BuiltServer(server=server, port=port, health=health_servicer, tls=tls)
+    return BuiltServer(server, port, health_servicer, tls, health_server=health_only[0], health_port=health_only[1])

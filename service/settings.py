@@ -14,6 +14,8 @@ ENV_PREFIX = "HELLO_"
 CLIENT_ENV_PREFIX = "HELLO_CLIENT__"
 
 Port = Annotated[int, Field(ge=0, le=65535)]
+# A listener that can be turned off: a port number (0 = any free port) or "off".
+OptionalPort = Port | Literal["off"]
 
 
 def env_name(*path: str, prefix: str = ENV_PREFIX) -> str:
@@ -63,6 +65,25 @@ class LogSettings(BaseModel):
         return value.strip().lower() if isinstance(value, str) else value
 
 
+class GrpcSettings(BaseModel):
+    """Connection policy: keepalive, the pings the server tolerates, connection age, streams per connection."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # The server pings a connection idle this long, and drops it if no answer comes within the timeout.
+    keepalive_time_seconds: float = Field(default=60.0, gt=0)
+    keepalive_timeout_seconds: float = Field(default=20.0, gt=0)
+    # Clients may ping this often, even between calls, without being cut off with "too_many_pings".
+    min_ping_interval_seconds: float = Field(default=10.0, gt=0)
+    # Connections with no call for this long are closed (clients reconnect when needed).
+    max_connection_idle_seconds: float = Field(default=300.0, gt=0)
+    # Connections are closed after this age (plus the grace for in-flight calls), so clients
+    # reconnect and spread over new replicas after a scale-up or a rollout.
+    max_connection_age_seconds: float = Field(default=300.0, gt=0)
+    max_connection_age_grace_seconds: float = Field(default=30.0, ge=0)
+    max_concurrent_streams: int = Field(default=100, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything hello-server reads from its environment (prefix HELLO_, nesting with __)."""
 
@@ -76,10 +97,13 @@ class Settings(BaseSettings):
 
     host: str = "[::]"
     port: Port = 50051
+    # Plaintext, health only: for the kubelet's grpc probes, which cannot do TLS or send tokens.
+    health_port: OptionalPort = 8081
     tls: TlsSettings = TlsSettings()
     auth: AuthSettings = AuthSettings()
     insecure: bool = False
     log: LogSettings = LogSettings()
+    grpc: GrpcSettings = GrpcSettings()
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     drain_seconds: float = Field(default=0.0, ge=0)
     max_name_length: int = Field(default=256, ge=1, le=65536)
@@ -100,6 +124,19 @@ class ClientSettings(BaseSettings):
     token: SecretStr | None = None
     token_file: FilePath | None = None
     timeout: float = Field(default=5.0, gt=0)
+    # No TLS and no token: for the plaintext health port only.
+    plaintext: bool = False
+    # The name the server's certificate must carry, for targets that are addresses or lists of them.
+    server_name: str | None = None
+    # Skip backends whose health says NOT_SERVING (draining). None: on for targets that name several
+    # backends (dns:///..., or a list of addresses); off for one, where it would only fail calls.
+    watch_health: bool | None = None
+
+    @property
+    def balanced(self) -> bool:
+        if self.watch_health is not None:
+            return self.watch_health
+        return self.target.startswith("dns:") or "," in self.target
 
 
 S = TypeVar("S", bound=BaseSettings)

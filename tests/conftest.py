@@ -89,6 +89,7 @@ def server_settings(pki: Pki, *, mtls: bool = False, **overrides: Any) -> Settin
             "client_ca_file": pki.ca if mtls else None,
         },
         "auth": {"tokens_file": pki.token_file},
+        "health_port": 0,
         "shutdown_grace_seconds": 0,
     }
     values.update(overrides)
@@ -128,8 +129,10 @@ class running:
 
     async def __aenter__(self) -> BuiltServer:
         self._built = await build_server(self._settings, servicer=self._servicer)
-        await self._built.server.start()
+        for server in self._built.servers:
+            await server.start()
         return self._built
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._built.server.stop(None)
+        for server in self._built.servers:
+            await server.stop(None)

@@ -26,7 +26,8 @@ async def test_port_zero_binds_a_free_port(pki: Pki) -> None:
         assert built.tls is not None
         assert not built.tls.mutual
     finally:
-        await built.server.stop(None)
+        for server in built.servers:
+            await server.stop(None)
 
 
 async def test_second_server_on_a_busy_port_is_refused(server: BuiltServer, pki: Pki) -> None:

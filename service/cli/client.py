@@ -27,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-file", type=Path, help="tokens file; its first token is sent")
     parser.add_argument("--timeout", type=float, help="deadline per call in seconds (default: 5)")
     parser.add_argument(
+        "--plaintext", action="store_true", default=None, help="no TLS, no token: for the plaintext health port"
+    )
+    parser.add_argument("--server-name", help="name the server certificate must carry (for address targets)")
+    parser.add_argument(
         "--env-file",
         type=Path,
         default=os.environ.get("HELLO_ENV_FILE") or None,
@@ -117,7 +121,7 @@ async def _run(args: argparse.Namespace, settings: ClientSettings) -> int:
 
     request_id = new_request_id()
     try:
-        async with create_channel(settings) as channel:
+        async with create_channel(settings, watch_health=args.command != "health") as channel:
             return await _call(args, channel, settings.timeout, request_id)
     except grpc.aio.AioRpcError as error:
         print(f"hello-client: {describe(error, settings.target)} [request id {request_id}]", file=sys.stderr)
@@ -129,7 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # see cli/server.py: keep grpc's C core off stderr
     overrides = {
         field: value
-        for field in ("target", "ca_file", "cert_file", "key_file", "token", "token_file", "timeout")
+        for field in (
+            "target",
+            "ca_file",
+            "cert_file",
+            "key_file",
+            "token",
+            "token_file",
+            "timeout",
+            "plaintext",
+            "server_name",
+        )
         if (value := getattr(args, field)) is not None
     }
     try:
