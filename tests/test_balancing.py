@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 import pytest
@@ -50,6 +49,7 @@ async def test_calls_spread_over_all_backends(pki: Pki, backends: object) -> Non
 async def test_no_call_fails_when_a_backend_stops_mid_run(pki: Pki, backends: object) -> None:
     servers, spies = backends  # type: ignore[misc]
     failures: list[grpc.StatusCode] = []
+    done, halfway = [0], asyncio.Event()
     settings = client_settings(pki, 0, target=_target(servers), server_name="localhost")
     async with create_channel(settings) as channel:
 
@@ -59,11 +59,12 @@ async def test_no_call_fails_when_a_backend_stops_mid_run(pki: Pki, backends: ob
                     await say_hello(channel, f"{name}{i}")
                 except grpc.aio.AioRpcError as error:
                     failures.append(error.code())
+                done[0] += 1
+                if done[0] == CALLS // 2:
+                    halfway.set()
 
-        started = time.monotonic()
         workers = [asyncio.ensure_future(worker(f"w{k}-")) for k in range(6)]
-        while sum(len(s.entered) for s in spies) < CALLS // 2 and time.monotonic() - started < DEADLINE:
-            await asyncio.sleep(0.005)
+        await asyncio.wait_for(halfway.wait(), DEADLINE)
         # Stop one backend mid-run the way hello-server's runner does: health says NOT_SERVING
         # (clients watching it move away), a short drain, then no new calls and a grace period.
         await servers[1].health.enter_graceful_shutdown()
