@@ -15,8 +15,9 @@ GENERATED := service/generated/rpc_package/helloworld_pb2.py
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 
 BUF := tools/node_modules/.bin/buf
+DEPLOY_VENV := .venv-deploy
 
-.PHONY: help venv tools proto certs run test lint fmt lock wheel clean
+.PHONY: help venv tools deploy-tools deploy-check k8s-secrets proto certs run test lint fmt lock wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,6 +38,28 @@ $(BUF): tools/package.json tools/package-lock.json
 
 tools: $(BUF) ## Install the npm tools the tests use (buf)
 
+# checkov, kubernetes-validate and hadolint in a virtualenv of their own; kubectl (with kustomize 5)
+# comes with these machines, and from the Debian package where it is missing.
+$(DEPLOY_VENV)/.installed: requirements-deploy.lock
+	@test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-deploy.lock
+	@command -v kubectl >/dev/null || { apt-get update -qq && apt-get install -y -qq kubectl; }
+	@touch $@
+
+deploy-tools: $(DEPLOY_VENV)/.installed ## Install the manifest and Dockerfile checkers
+
+deploy-check: $(DEPLOY_VENV)/.installed $(BIN)/.installed ## Render every overlay; validate, checkov and hadolint them
+	$(BIN)/pytest -q tests/test_deploy.py
+
+# Namespace and Secrets for deploy/k8s from certs/ (make certs SANS=... first); prints the commands' result.
+k8s-secrets: ## Create the hello-tls and hello-tokens Secrets from certs/ in the current kubectl context
+	kubectl create namespace hello --dry-run=client -o yaml | kubectl apply -f -
+	kubectl -n hello create secret generic hello-tls --type=kubernetes.io/tls \
+	    --from-file=tls.crt=certs/server.pem --from-file=tls.key=certs/server-key.pem \
+	    --from-file=ca.crt=certs/ca.pem --dry-run=client -o yaml | kubectl apply -f -
+	kubectl -n hello create secret generic hello-tokens --from-file=tokens=certs/token \
+	    --dry-run=client -o yaml | kubectl apply -f -
+
 $(GENERATED): $(PROTOS) scripts/gen_protos.py | $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py
 
@@ -49,7 +72,7 @@ certs: $(BIN)/.installed ## Write dev CA, server/client certs and a token into c
 run: $(GENERATED) certs ## Serve on localhost:50051 with TLS and the dev token (config/dev.env)
 	$(BIN)/hello-server --env-file $(ENV_FILE)
 
-test: $(GENERATED) $(BUF) lint ## Install everything the tests need, lint, then run the tests
+test: $(GENERATED) $(BUF) $(DEPLOY_VENV)/.installed lint ## Install everything the tests need, lint, then run the tests
 	$(BIN)/pytest
 
 lint: $(BIN)/.installed $(BUF) ## ruff, mypy and buf lint
@@ -65,9 +88,11 @@ fmt: $(BIN)/.installed ## Format and auto-fix with ruff
 lock: $(BIN)/.installed ## Re-resolve requirements*.lock from pyproject.toml
 	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements.lock pyproject.toml
 	$(BIN)/pip-compile $(LOCK_FLAGS) --extra dev -o requirements-dev.lock pyproject.toml
+	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements-build.lock requirements-build.in
+	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements-deploy.lock requirements-deploy.in
 
 wheel: $(BIN)/.installed ## Build the wheel into dist/
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
 
 clean: ## Remove the virtualenv, build output and caches (keeps certs/)
-	rm -rf $(VENV) tools/node_modules dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) tools/node_modules dist build .pytest_cache .mypy_cache .ruff_cache

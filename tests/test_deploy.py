@@ -1,0 +1,152 @@
+"""deploy/: every overlay renders, validates against Kubernetes' schemas, passes checkov and hadolint,
+and says what the settings model says (ports, probes, HELLO_* names, grace periods)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from service.hello import SERVICE_NAME
+from service.settings import ENV_PREFIX, Settings
+
+from .processes import clean_env, run
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+TOOLS = ROOT / ".venv-deploy" / "bin"
+VARIANTS = ["base", "overlays/prod", "overlays/dev"]
+KUBERNETES_VERSIONS = ["1.30.0", None]  # None: the newest kubernetes-validate bundles
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """kubectl kustomize output for the base and each overlay."""
+    out = tmp_path_factory.mktemp("rendered")
+    files = {}
+    for variant in VARIANTS:
+        result = run(["kubectl", "kustomize", str(DEPLOY / "k8s" / variant)], clean_env(), 60)
+        assert result.returncode == 0, result.stderr
+        files[variant] = out / (variant.replace("/", "-") + ".yaml")
+        files[variant].write_text(result.stdout)
+    return files
+
+
+def objects(path: Path) -> dict[str, dict[str, Any]]:
+    return {doc["kind"] + "/" + doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(path.read_text()) if doc}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS, ids=["1.30", "newest"])
+def test_manifests_validate_strictly(rendered: dict[str, Path], version: str | None) -> None:
+    command = [str(TOOLS / "kubernetes-validate"), "--strict", "--quiet", *map(str, rendered.values())]
+    if version:
+        command[1:1] = ["-k", version]
+    result = run(command, clean_env(), 120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkov_finds_nothing(rendered: dict[str, Path]) -> None:
+    command = [str(TOOLS / "checkov"), "--skip-download", "--output", "json"]
+    command += ["--framework", "kubernetes", "dockerfile", "-f", str(DEPLOY / "Dockerfile")]
+    for path in rendered.values():
+        command += ["-f", str(path)]
+    result = run(command, clean_env(), 300, rendered["base"].parent)
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    failed = [check["check_id"] for report in reports for check in report["results"]["failed_checks"]]
+    passed = sum(report["summary"]["passed"] for report in reports)
+    assert failed == []
+    assert passed > 100  # both frameworks really ran
+    skipped = {c["check_id"] for report in reports for c in report["results"].get("skipped_checks", [])}
+    assert skipped == {"CKV_K8S_43", "CKV_K8S_15"}  # the dev overlay's, each with its reason in the manifest
+
+
+def test_hadolint_finds_nothing() -> None:
+    result = run([str(TOOLS / "hadolint"), str(DEPLOY / "Dockerfile")], clean_env(), 60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def _env_names(model: type[BaseModel], prefix: str) -> set[str]:
+    names = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= _env_names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.add(prefix + name.upper())
+    return names
+
+
+def _settings_env(docs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    [config] = [doc for key, doc in docs.items() if key.startswith("ConfigMap/hello-settings")]
+    return dict(config["data"])
+
+
+def _container(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    [container] = docs["Deployment/hello"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_manifests_match_the_settings_model(rendered: dict[str, Path], variant: str) -> None:
+    docs = objects(rendered[variant])
+    env = _settings_env(docs)
+    # Every HELLO_* name is one the settings model reads, and the values parse.
+    assert set(env) <= _env_names(Settings, ENV_PREFIX), set(env) - _env_names(Settings, ENV_PREFIX)
+    values = {k: v for k, v in env.items() if not k.endswith("_FILE")}
+    parsed = Settings(_env_file=None, **_nested(values))  # type: ignore[call-arg]
+    container = _container(docs)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": parsed.port, "health": parsed.health_port}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == parsed.health_port
+    assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+    pod = docs["Deployment/hello"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > parsed.drain_seconds + parsed.shutdown_grace_seconds
+    # Files named in settings live in mounted Secret directories (never subPath mounts).
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert all("subPath" not in m for m in mounts.values())
+    for key, path in env.items():
+        if key.endswith("_FILE"):
+            assert str(Path(path).parent) in mounts, (key, path)
+    for service in ("Service/hello", "Service/hello-headless"):
+        [port] = docs[service]["spec"]["ports"]
+        assert (port["port"], port["targetPort"]) == (parsed.port, "grpc")
+
+
+def _nested(env: dict[str, str]) -> dict[str, Any]:
+    """HELLO_TLS__CERT_FILE=x -> {"tls": {"cert_file": "x"}}, as pydantic-settings reads the environment."""
+    values: dict[str, Any] = {}
+    for key, value in env.items():
+        *parents, leaf = key.removeprefix(ENV_PREFIX).lower().split("__")
+        target = values
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return values
+
+
+def test_prod_turns_on_mutual_tls(rendered: dict[str, Path]) -> None:
+    env = _settings_env(objects(rendered["overlays/prod"]))
+    assert env["HELLO_TLS__CLIENT_CA_FILE"] == "/etc/hello/tls/ca.crt"
+    assert env["HELLO_AUTH__MODE"] == "token+mtls"
+    image = _container(objects(rendered["overlays/prod"]))["image"]
+    assert re.fullmatch(r"[\w./-]+@sha256:[0-9a-f]{64}", image)
+
+
+def test_dockerfile_matches_the_deployment(rendered: dict[str, Path]) -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert f"EXPOSE {defaults.port} {defaults.health_port}" in dockerfile
+    assert f'"--target", "127.0.0.1:{defaults.health_port}"' in dockerfile
+    pod = objects(rendered["base"])["Deployment/hello"]["spec"]["template"]["spec"]
+    assert f"USER {pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}" in dockerfile
+    assert int(pod["securityContext"]["runAsUser"]) >= 10000
+    for line in dockerfile.splitlines():
+        if line.startswith("FROM "):
+            assert re.search(r"@sha256:[0-9a-f]{64}", line), line
