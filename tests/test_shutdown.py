@@ -92,3 +92,15 @@ async def test_drain_keeps_serving_while_health_says_not_serving(start: StartSer
         # The drain is long; a second signal cuts it short.
         server.signal(signal.SIGTERM)
         assert await asyncio.to_thread(server.wait, 20) == 1
+
+
+async def test_drain_then_grace_then_exit_0(start: StartServer, pki: Pki) -> None:
+    server = start([str(BIN / "hello-server")], HELLO_DRAIN_SECONDS=1)
+    port = server.serving_port()
+    async with create_channel(client_settings(pki, port)) as channel:
+        server.signal(signal.SIGTERM)
+        began = time.monotonic()
+        await server.await_event("draining")
+        assert await say_hello(channel, "new call while draining") == "Hello, new call while draining!"
+        assert await asyncio.to_thread(server.wait, 20) == 0
+    assert time.monotonic() - began >= 1.0
