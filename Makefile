@@ -17,7 +17,10 @@ LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-
 BUF := tools/node_modules/.bin/buf
 DEPLOY_VENV := .venv-deploy
 
-.PHONY: help venv tools deploy-tools deploy-check k8s-secrets proto certs run test lint fmt lock wheel clean
+# Programs the tests drive, as command:Debian-package; installed with apt-get where missing.
+SYSTEM_TOOLS := kubectl:kubectl prometheus:prometheus promtool:prometheus
+
+.PHONY: help venv system-tools tools deploy-tools deploy-check k8s-secrets proto certs run test lint fmt lock wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,17 +41,23 @@ $(BUF): tools/package.json tools/package-lock.json
 
 tools: $(BUF) ## Install the npm tools the tests use (buf)
 
+system-tools: ## Install the Debian packages the tests drive (needs root where any is missing)
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	    command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+
 # checkov, kubernetes-validate and hadolint in a virtualenv of their own; kubectl (with kustomize 5)
-# comes with these machines, and from the Debian package where it is missing.
+# comes with these machines (system-tools installs it where it is missing).
 $(DEPLOY_VENV)/.installed: requirements-deploy.lock
 	@test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
 	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-deploy.lock
-	@command -v kubectl >/dev/null || { apt-get update -qq && apt-get install -y -qq kubectl; }
 	@touch $@
 
 deploy-tools: $(DEPLOY_VENV)/.installed ## Install the manifest and Dockerfile checkers
 
-deploy-check: $(DEPLOY_VENV)/.installed $(BIN)/.installed ## Render every overlay; validate, checkov and hadolint them
+deploy-check: system-tools $(DEPLOY_VENV)/.installed $(BIN)/.installed ## Render every overlay; validate, checkov and hadolint them
 	$(BIN)/pytest -q tests/test_deploy.py
 
 # Namespace and Secrets for deploy/k8s from certs/ (make certs SANS=... first); prints the commands' result.
@@ -72,7 +81,7 @@ certs: $(BIN)/.installed ## Write dev CA, server/client certs and a token into c
 run: $(GENERATED) certs ## Serve on localhost:50051 with TLS and the dev token (config/dev.env)
 	$(BIN)/hello-server --env-file $(ENV_FILE)
 
-test: $(GENERATED) $(BUF) $(DEPLOY_VENV)/.installed lint ## Install everything the tests need, lint, then run the tests
+test: system-tools $(GENERATED) $(BUF) $(DEPLOY_VENV)/.installed lint ## Install everything the tests need, lint, then run the tests
 	$(BIN)/pytest
 
 lint: $(BIN)/.installed $(BUF) ## ruff, mypy and buf lint

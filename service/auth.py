@@ -13,12 +13,14 @@ AuthContext = Mapping[str, Sequence[bytes]]
 
 
 class AuthError(Exception):
-    """The call is refused; ``message`` is safe to send to the caller (it never contains a secret)."""
+    """The call is refused; ``message`` is safe to send to the caller (it never contains a secret).
 
-    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED) -> None:
+    ``reason`` is a short fixed word for metrics: missing, malformed, invalid, no_certificate, denied.
+    """
+
+    def __init__(self, message: str, reason: str, code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED) -> None:
         super().__init__(message)
-        self.message = message
-        self.code = code
+        self.message, self.reason, self.code = message, reason, code
 
 
 # Returns the caller's principal (the name that appears in logs and policies) or raises AuthError.
@@ -31,21 +33,21 @@ def bearer_authenticator(tokens: Callable[[], TokenStore]) -> Authenticate:
     def authenticate(metadata: Metadata, _auth_context: AuthContext) -> str:
         values = [value for key, value in metadata if key == "authorization"]
         if not values:
-            raise AuthError("missing credentials: send the metadata 'authorization: Bearer <token>'")
+            raise AuthError("missing credentials: send the metadata 'authorization: Bearer <token>'", "missing")
         if len(values) > 1:
-            raise AuthError("more than one 'authorization' metadata entry")
+            raise AuthError("more than one 'authorization' metadata entry", "malformed")
         value = values[0]
         if not isinstance(value, str):
-            raise AuthError("the 'authorization' metadata must be text")
+            raise AuthError("the 'authorization' metadata must be text", "malformed")
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() != "bearer":
-            raise AuthError("the 'authorization' metadata must use the Bearer scheme")
+            raise AuthError("the 'authorization' metadata must use the Bearer scheme", "malformed")
         token = token.strip()
         if not token:
-            raise AuthError("the bearer token is empty")
+            raise AuthError("the bearer token is empty", "malformed")
         principal = tokens().principal_for(token)
         if principal is None:
-            raise AuthError("the bearer token is not valid")
+            raise AuthError("the bearer token is not valid", "invalid")
         return principal
 
     return authenticate
@@ -66,7 +68,7 @@ def mtls_authenticator() -> Authenticate:
     def authenticate(_metadata: Metadata, auth_context: AuthContext) -> str:
         principal = certificate_principal(auth_context)
         if principal is None:
-            raise AuthError("a client certificate is required")
+            raise AuthError("a client certificate is required", "no_certificate")
         return principal
 
     return authenticate

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable
+from wsgiref.simple_server import WSGIServer
 
 import structlog
 
+from .errors import StartupError
 from .generated.rpc_package import helloworld_pb2_grpc
-from .server import build_server
-from .settings import Settings
+from .metrics import serve_metrics
+from .server import BuiltServer, build_server
+from .settings import Settings, env_name
 
 log = structlog.get_logger("hello.server")
 
@@ -25,12 +28,24 @@ async def _until_first(*awaitables: Awaitable[object]) -> None:
             task.cancel()
 
 
+def _serve_metrics(settings: Settings, built: BuiltServer) -> tuple[WSGIServer | None, int | None]:
+    if settings.metrics_port == "off":
+        return None, None
+    try:
+        http, _ = serve_metrics(built.metrics.registry, settings.host, settings.metrics_port)
+    except OSError as exc:
+        address = f"{settings.host}:{settings.metrics_port}"
+        raise StartupError(f"{env_name('metrics_port')}: cannot listen on {address}: {exc.strerror}") from None
+    return http, int(http.server_port)
+
+
 async def serve(settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldServiceServicer | None = None) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully; returns the process exit code.
 
     A second signal skips what is left of the drain and the grace period and exits 1.
     """
     built = await build_server(settings, servicer=servicer)
+    metrics_http, metrics_port = _serve_metrics(settings, built)
     loop = asyncio.get_running_loop()
     stopping, forced = asyncio.Event(), asyncio.Event()
 
@@ -52,6 +67,7 @@ async def serve(settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldS
             host=settings.host,
             port=built.port,
             health_port=built.health_port,
+            metrics_port=metrics_port,
             tls=built.tls is not None,
             mtls=bool(built.tls and built.tls.mutual),
         )
@@ -65,12 +81,17 @@ async def serve(settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldS
             await _until_first(asyncio.sleep(settings.drain_seconds), forced.wait())
         # 3. Refuse new calls; in-flight calls get the grace period, or none after a second signal.
         grace = settings.shutdown_grace_seconds
-        await _until_first(asyncio.gather(*(s.stop(grace) for s in built.servers)), forced.wait())
+        stopping = asyncio.gather(*(s.stop(grace) for s in built.servers))
+        await asyncio.sleep(0)  # let stop() begin: from here on grpc refuses new calls
+        log.info("refusing new calls", grace_seconds=grace)
+        await _until_first(stopping, forced.wait())
         if forced.is_set():
             await asyncio.gather(*(s.stop(None) for s in built.servers))
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if metrics_http is not None:
+            metrics_http.shutdown()
     code = 1 if forced.is_set() else 0
     log.info("stopped", exit_code=code)
     return code

@@ -13,7 +13,7 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from . import hello
+from . import __version__, hello
 from .auth import Authenticate, all_of, bearer_authenticator, mtls_authenticator
 from .credentials import CERT_FILE, CLIENT_CA_FILE, ServerTls, load_server_tls, server_credentials
 from .errors import ConfigError, StartupError
@@ -22,9 +22,11 @@ from .interceptors import (
     AccessLogInterceptor,
     AuthInterceptor,
     ErrorInterceptor,
+    MetricsInterceptor,
     RequestIdInterceptor,
     WireInterceptor,
 )
+from .metrics import ServerMetrics
 from .policy import Policy, PolicyError
 from .settings import AuthSettings, Settings, env_name
 from .tokens import TokenFile, TokenFileError
@@ -47,6 +49,7 @@ class BuiltServer:
     port: int
     health: health.aio.HealthServicer
     tls: ServerTls | None
+    metrics: ServerMetrics
     # The plaintext health-only listener (None when HELLO_HEALTH_PORT=off).
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
@@ -166,18 +169,22 @@ def _bind_problem(host: str, port: int) -> str:
     return "grpc could not bind it"
 
 
-def _interceptors(settings: Settings, tls: ServerTls | None) -> list[grpc.aio.ServerInterceptor]:
+def _interceptors(
+    settings: Settings, tls: ServerTls | None, metrics: ServerMetrics
+) -> list[grpc.aio.ServerInterceptor]:
     # Health answers probes and load balancers that hold no credentials.
     public = [health.SERVICE_NAME] + ([reflection.SERVICE_NAME] if settings.auth.public_reflection else [])
     policy = _policy(settings.auth)
     authenticate = _authenticator(settings.auth, tls)
-    auth = AuthInterceptor(authenticate, public, policy.allows) if policy else AuthInterceptor(authenticate, public)
+    allows = policy.allows if policy else (lambda _principal, _method: True)
+    auth = AuthInterceptor(authenticate, public, allows, on_refusal=metrics.auth_failure)
     # Outermost first. Each call gets its request id before anything logs; the access log sees
     # every outcome, including refusals and mapped errors; the wire layer is innermost so that a
     # refused call's body is never decoded.
     return [
         RequestIdInterceptor(),
         AccessLogInterceptor(quiet_services=(health.SERVICE_NAME,)),
+        MetricsInterceptor(metrics, (f"/{m}" for m in _known_methods(SERVICE_FILES))),
         ErrorInterceptor(),
         auth,
         WireInterceptor(settings.max_message_bytes),
@@ -192,7 +199,10 @@ async def build_server(
     ``servicer`` replaces the Hello servicer (a team that copies this service plugs its own in).
     """
     tls = _tls(settings)
-    server = grpc.aio.server(interceptors=_interceptors(settings, tls), options=_options(settings))
+    metrics = ServerMetrics(__version__)
+    if tls is not None:
+        metrics.certificate_expires(tls.not_after)
+    server = grpc.aio.server(interceptors=_interceptors(settings, tls, metrics), options=_options(settings))
     helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(
         servicer or hello.HelloServicer(max_name_length=settings.max_name_length), server
     )
@@ -207,5 +217,7 @@ async def build_server(
     port = _bind(server, env_name("port"), settings.host, settings.port, tls)
     health_only = _health_server(settings, health_servicer)
     if health_only is None:
-        return BuiltServer(server=server, port=port, health=health_servicer, tls=tls)
-    return BuiltServer(server, port, health_servicer, tls, health_server=health_only[0], health_port=health_only[1])
+        return BuiltServer(server=server, port=port, health=health_servicer, tls=tls, metrics=metrics)
+    return BuiltServer(
+        server, port, health_servicer, tls, metrics, health_server=health_only[0], health_port=health_only[1]
+    )

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     port: Port = 50051
     # Plaintext, health only: for the kubelet's grpc probes, which cannot do TLS or send tokens.
     health_port: OptionalPort = 8081
+    # Prometheus /metrics over plain HTTP; 8082, beside the health port (9100-9999 is all taken by exporters).
+    metrics_port: OptionalPort = 8082
     tls: TlsSettings = TlsSettings()
     auth: AuthSettings = AuthSettings()
     insecure: bool = False

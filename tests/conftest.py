@@ -90,6 +90,7 @@ def server_settings(pki: Pki, *, mtls: bool = False, **overrides: Any) -> Settin
         },
         "auth": {"tokens_file": pki.token_file},
         "health_port": 0,
+        "metrics_port": 0,
         "shutdown_grace_seconds": 0,
     }
     values.update(overrides)

@@ -33,6 +33,7 @@ def pki_env(pki: Any, *, mtls: bool = False, **settings: object) -> dict[str, st
         "HELLO_HOST": "127.0.0.1",
         "HELLO_PORT": 0,
         "HELLO_HEALTH_PORT": 0,
+        "HELLO_METRICS_PORT": 0,
         "HELLO_TLS__CERT_FILE": pki.server,
         "HELLO_TLS__KEY_FILE": pki.server_key,
         "HELLO_AUTH__TOKENS_FILE": pki.token_file,

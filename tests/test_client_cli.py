@@ -156,6 +156,7 @@ async def test_one_env_file_for_server_and_client(pki: Pki, tmp_path: Path) -> N
                 "HELLO_HOST=127.0.0.1",
                 "HELLO_PORT=0",
                 "HELLO_HEALTH_PORT=0",
+                "HELLO_METRICS_PORT=0",
                 f"HELLO_TLS__CERT_FILE={pki.server}",
                 f"HELLO_TLS__KEY_FILE={pki.server_key}",
                 f"HELLO_AUTH__TOKENS_FILE={pki.token_file}",

@@ -102,7 +102,7 @@ def test_manifests_match_the_settings_model(rendered: dict[str, Path], variant: 
     parsed = Settings(_env_file=None, **_nested(values))  # type: ignore[call-arg]
     container = _container(docs)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": parsed.port, "health": parsed.health_port}
+    assert ports == {"grpc": parsed.port, "health": parsed.health_port, "metrics": parsed.metrics_port}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == parsed.health_port
     assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
@@ -114,9 +114,10 @@ def test_manifests_match_the_settings_model(rendered: dict[str, Path], variant: 
     for key, path in env.items():
         if key.endswith("_FILE"):
             assert str(Path(path).parent) in mounts, (key, path)
-    for service in ("Service/hello", "Service/hello-headless"):
-        [port] = docs[service]["spec"]["ports"]
-        assert (port["port"], port["targetPort"]) == (parsed.port, "grpc")
+    service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in docs["Service/hello"]["spec"]["ports"]}
+    assert service_ports == {"grpc": (parsed.port, "grpc"), "metrics": (parsed.metrics_port, "metrics")}
+    [headless] = docs["Service/hello-headless"]["spec"]["ports"]
+    assert (headless["port"], headless["targetPort"]) == (parsed.port, "grpc")
 
 
 def _nested(env: dict[str, str]) -> dict[str, Any]:

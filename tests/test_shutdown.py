@@ -55,7 +55,7 @@ async def test_no_new_calls_after_sigterm(start: StartServer, pki: Pki) -> None:
         in_flight = asyncio.ensure_future(say_hello(channel, "2"))
         await server.await_event("slow call started")
         server.signal(signal.SIGTERM)
-        await server.await_event("stop signal: shutting down")
+        await server.await_event("refusing new calls")
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await say_hello(channel, "0")
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -5,7 +5,15 @@ from __future__ import annotations
 from .access_log import AccessLogInterceptor
 from .auth import AuthInterceptor
 from .errors import ErrorInterceptor
+from .metrics import MetricsInterceptor
 from .request_id import RequestIdInterceptor
 from .wire import WireInterceptor
 
-__all__ = ["AccessLogInterceptor", "AuthInterceptor", "ErrorInterceptor", "RequestIdInterceptor", "WireInterceptor"]
+__all__ = [
+    "AccessLogInterceptor",
+    "AuthInterceptor",
+    "ErrorInterceptor",
+    "MetricsInterceptor",
+    "RequestIdInterceptor",
+    "WireInterceptor",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ from urllib.parse import unquote
 import grpc
 import structlog
 
+from ._outcome import Outcome, outcome
 from ._wrap import Continuation, WrappingInterceptor, wrap_handler
 
 _CALLER_ERRORS = frozenset(
@@ -32,7 +32,6 @@ _CALLER_ERRORS = frozenset(
         grpc.StatusCode.ABORTED,
     }
 )
-_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def level_for(code: grpc.StatusCode) -> str:
@@ -40,13 +39,6 @@ def level_for(code: grpc.StatusCode) -> str:
     if code is grpc.StatusCode.OK:
         return "info"
     return "warning" if code in _CALLER_ERRORS else "error"
-
-
-def _status(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
-    code = context.code()
-    if code is None:
-        return default
-    return code if isinstance(code, grpc.StatusCode) else _BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
 
 
 @dataclass(slots=True)
@@ -108,19 +100,13 @@ class AccessLogInterceptor(WrappingInterceptor):
 
     @asynccontextmanager
     async def _logged(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        code = grpc.StatusCode.UNKNOWN
+        result = Outcome()
         try:
-            yield
-            code = _status(context, grpc.StatusCode.OK)
-        except grpc.aio.AbortError:
-            code = _status(context, grpc.StatusCode.UNKNOWN)
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            code = grpc.StatusCode.CANCELLED
-            raise
+            async with outcome(context, result):
+                yield
         finally:
             # grpc percent-encodes IPv6 peers ("ipv6:%5B::1%5D:5000"); log them as people write them.
-            self._write(_current.get(), code, unquote(context.peer()))
+            self._write(_current.get(), result.code, unquote(context.peer()))
 
     def _write(self, call: _Call, code: grpc.StatusCode, peer: str | None) -> None:
         level = level_for(code)

@@ -40,9 +40,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """
 
     def __init__(
-        self, authenticate: Authenticate, public_services: Iterable[str], authorize: Authorize = _allow_all
+        self,
+        authenticate: Authenticate,
+        public_services: Iterable[str],
+        authorize: Authorize = _allow_all,
+        on_refusal: Callable[[str], None] = lambda _reason: None,
     ) -> None:
-        self._authenticate, self._authorize = authenticate, authorize
+        self._authenticate, self._authorize, self._on_refusal = authenticate, authorize, on_refusal
         self._public = frozenset(public_services)
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self._unknown = wrap_handler(_UNKNOWN_METHOD, self._guard(None))
@@ -68,8 +72,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 principal = self._authenticate(context.invocation_metadata() or (), context.auth_context())
                 if method is not None and not self._authorize(principal, method):
-                    raise AuthError(f"{principal} may not call {method}", grpc.StatusCode.PERMISSION_DENIED)
+                    raise AuthError(f"{principal} may not call {method}", "denied", grpc.StatusCode.PERMISSION_DENIED)
             except AuthError as error:
+                self._on_refusal(error.reason)
                 await context.abort(error.code, error.message)
             structlog.contextvars.bind_contextvars(principal=principal)
             yield
