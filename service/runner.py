@@ -81,10 +81,10 @@ async def serve(settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldS
             await _until_first(asyncio.sleep(settings.drain_seconds), forced.wait())
         # 3. Refuse new calls; in-flight calls get the grace period, or none after a second signal.
         grace = settings.shutdown_grace_seconds
-        stopping = asyncio.gather(*(s.stop(grace) for s in built.servers))
+        stopped = asyncio.gather(*(s.stop(grace) for s in built.servers))
         await asyncio.sleep(0)  # let stop() begin: from here on grpc refuses new calls
         log.info("refusing new calls", grace_seconds=grace)
-        await _until_first(stopping, forced.wait())
+        await _until_first(stopped, forced.wait())
         if forced.is_set():
             await asyncio.gather(*(s.stop(None) for s in built.servers))
     finally:
