@@ -7,11 +7,21 @@ import sys
 from typing import TextIO
 
 import structlog
-from structlog.typing import Processor
+from opentelemetry import trace
+from structlog.typing import EventDict, Processor
 
 from .settings import LogSettings
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def add_trace_context(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
+    """Add trace_id and span_id of the current OpenTelemetry span, when there is one."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event_dict.setdefault("trace_id", format(span_context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(span_context.span_id, "016x"))
+    return event_dict
 
 
 def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
@@ -21,6 +31,7 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
     level = _LEVELS[settings.level]
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -92,6 +92,8 @@ async def serve(settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldS
             loop.remove_signal_handler(signum)
         if metrics_http is not None:
             metrics_http.shutdown()
+        if built.tracer is not None:
+            built.tracer.shutdown()  # flushes the spans still batched
     code = 1 if forced.is_set() else 0
     log.info("stopped", exit_code=code)
     return code

@@ -12,6 +12,7 @@ import structlog
 from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
+from opentelemetry.sdk.trace import TracerProvider
 
 from . import __version__, hello
 from .auth import Authenticate, all_of, bearer_authenticator, mtls_authenticator
@@ -24,12 +25,14 @@ from .interceptors import (
     ErrorInterceptor,
     MetricsInterceptor,
     RequestIdInterceptor,
+    TracingInterceptor,
     WireInterceptor,
 )
 from .metrics import ServerMetrics
 from .policy import Policy, PolicyError
 from .settings import AuthSettings, Settings, env_name
 from .tokens import TokenFile, TokenFileError
+from .tracing import tracer_provider
 
 EXPIRY_WARNING = dt.timedelta(days=30)
 SERVICE_FILES: tuple[FileDescriptor, ...] = (
@@ -53,6 +56,8 @@ class BuiltServer:
     # The plaintext health-only listener (None when HELLO_HEALTH_PORT=off).
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
+    # Where spans go when tracing is on; the runner flushes it at exit.
+    tracer: TracerProvider | None = None
 
     @property
     def servers(self) -> tuple[grpc.aio.Server, ...]:
@@ -170,7 +175,7 @@ def _bind_problem(host: str, port: int) -> str:
 
 
 def _interceptors(
-    settings: Settings, tls: ServerTls | None, metrics: ServerMetrics
+    settings: Settings, tls: ServerTls | None, metrics: ServerMetrics, tracer: TracerProvider | None
 ) -> list[grpc.aio.ServerInterceptor]:
     # Health answers probes and load balancers that hold no credentials.
     public = [health.SERVICE_NAME] + ([reflection.SERVICE_NAME] if settings.auth.public_reflection else [])
@@ -178,13 +183,17 @@ def _interceptors(
     authenticate = _authenticator(settings.auth, tls)
     allows = policy.allows if policy else (lambda _principal, _method: True)
     auth = AuthInterceptor(authenticate, public, allows, on_refusal=metrics.auth_failure)
-    # Outermost first. Each call gets its request id before anything logs; the access log sees
-    # every outcome, including refusals and mapped errors; the wire layer is innermost so that a
-    # refused call's body is never decoded.
+    known = [f"/{m}" for m in _known_methods(SERVICE_FILES)]
+    # Outermost first. The span (when tracing) covers everything, so log lines carry its trace id;
+    # each call gets its request id before anything logs; the access log and metrics see every
+    # outcome, including refusals and mapped errors; the wire layer is innermost so that a refused
+    # call's body is never decoded.
+    tracing = [TracingInterceptor(tracer.get_tracer("hello-grpc-service"), known)] if tracer else []
     return [
+        *tracing,
         RequestIdInterceptor(),
         AccessLogInterceptor(quiet_services=(health.SERVICE_NAME,)),
-        MetricsInterceptor(metrics, (f"/{m}" for m in _known_methods(SERVICE_FILES))),
+        MetricsInterceptor(metrics, known),
         ErrorInterceptor(),
         auth,
         WireInterceptor(settings.max_message_bytes),
@@ -192,17 +201,25 @@ def _interceptors(
 
 
 async def build_server(
-    settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldServiceServicer | None = None
+    settings: Settings,
+    *,
+    servicer: helloworld_pb2_grpc.HelloWorldServiceServicer | None = None,
+    tracer: TracerProvider | None = None,
 ) -> BuiltServer:
     """Check the settings and build the server; raises ConfigError or StartupError with one clear line.
 
     ``servicer`` replaces the Hello servicer (a team that copies this service plugs its own in).
+    With HELLO_TRACING__ENABLED, spans go to ``tracer``, else to an OTLP exporter built from the settings.
     """
     tls = _tls(settings)
     metrics = ServerMetrics(__version__)
     if tls is not None:
         metrics.certificate_expires(tls.not_after)
-    server = grpc.aio.server(interceptors=_interceptors(settings, tls, metrics), options=_options(settings))
+    if settings.tracing.enabled and tracer is None:
+        tracer = tracer_provider(settings.tracing)
+    tracer = tracer if settings.tracing.enabled else None
+    interceptors = _interceptors(settings, tls, metrics, tracer)
+    server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
     helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(
         servicer or hello.HelloServicer(max_name_length=settings.max_name_length), server
     )
@@ -215,9 +232,14 @@ async def build_server(
     if tls is None:
         log.warning("serving without TLS: HELLO_INSECURE=true is for local experiments only")
     port = _bind(server, env_name("port"), settings.host, settings.port, tls)
-    health_only = _health_server(settings, health_servicer)
-    if health_only is None:
-        return BuiltServer(server=server, port=port, health=health_servicer, tls=tls, metrics=metrics)
+    health_server, health_port = _health_server(settings, health_servicer) or (None, None)
     return BuiltServer(
-        server, port, health_servicer, tls, metrics, health_server=health_only[0], health_port=health_only[1]
+        server=server,
+        port=port,
+        health=health_servicer,
+        tls=tls,
+        metrics=metrics,
+        health_server=health_server,
+        health_port=health_port,
+        tracer=tracer,
     )

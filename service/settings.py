@@ -84,6 +84,18 @@ class GrpcSettings(BaseModel):
     max_concurrent_streams: int = Field(default=100, ge=1)
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry tracing, off unless enabled."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    # OTLP/gRPC collector, e.g. http://otel-collector.monitoring:4317; unset: OTEL_EXPORTER_OTLP_ENDPOINT.
+    otlp_endpoint: str | None = None
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    service_name: str = "hello-grpc-service"
+
+
 class Settings(BaseSettings):
     """Everything hello-server reads from its environment (prefix HELLO_, nesting with __)."""
 
@@ -106,6 +118,7 @@ class Settings(BaseSettings):
     insecure: bool = False
     log: LogSettings = LogSettings()
     grpc: GrpcSettings = GrpcSettings()
+    tracing: TracingSettings = TracingSettings()
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     drain_seconds: float = Field(default=0.0, ge=0)
     max_name_length: int = Field(default=256, ge=1, le=65536)

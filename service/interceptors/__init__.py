@@ -7,6 +7,7 @@ from .auth import AuthInterceptor
 from .errors import ErrorInterceptor
 from .metrics import MetricsInterceptor
 from .request_id import RequestIdInterceptor
+from .tracing import TracingInterceptor
 from .wire import WireInterceptor
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "ErrorInterceptor",
     "MetricsInterceptor",
     "RequestIdInterceptor",
+    "TracingInterceptor",
     "WireInterceptor",
 ]

@@ -8,7 +8,7 @@ responses can be passed through ``Codec`` hooks on their way in and out.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -130,4 +130,34 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if entry is None:
             entry = (handler, self.wrap(handler))
             self._wrapped[id(handler)] = entry
+        return entry[1]
+
+
+class PerMethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """An interceptor whose wrapping depends on the method (labels, span names), built once per method.
+
+    Methods outside ``known_methods`` ("/pkg.Service/Method") share the name ``unknown_method``, so
+    callers cannot grow the cache (or metric series) by inventing method names.
+    """
+
+    def __init__(self, known_methods: Iterable[str], unknown_method: str = "/unknown/unknown") -> None:
+        self._known = frozenset(known_methods)
+        self._unknown = unknown_method
+        self._wrapped: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method if details.method in self._known else self._unknown
+        key = (method, id(handler))
+        entry = self._wrapped.get(key)
+        if entry is None:
+            entry = (handler, self.wrap(method, handler))
+            self._wrapped[key] = entry
         return entry[1]

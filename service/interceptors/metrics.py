@@ -11,10 +11,10 @@ import grpc
 
 from ..metrics import UNKNOWN_METHOD, MethodMetrics, ServerMetrics, grpc_type
 from ._outcome import Outcome, outcome
-from ._wrap import Continuation, wrap_handler
+from ._wrap import PerMethodInterceptor, wrap_handler
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class MetricsInterceptor(PerMethodInterceptor):
     """Counts started, handled (by code) and message totals, and observes handling time, per method.
 
     Methods outside ``known_methods`` ("/pkg.Service/Method") share one label set, so callers
@@ -22,25 +22,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """
 
     def __init__(self, metrics: ServerMetrics, known_methods: Iterable[str]) -> None:
+        super().__init__(known_methods, UNKNOWN_METHOD)
         self._metrics = metrics
-        self._known = frozenset(known_methods)
-        self._wrapped: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method = details.method if details.method in self._known else UNKNOWN_METHOD
-        key = (method, id(handler))
-        entry = self._wrapped.get(key)
-        if entry is None:
-            entry = (handler, self._wrap(method, handler))
-            self._wrapped[key] = entry
-        return entry[1]
-
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         series = self._metrics.for_method(method, grpc_type(handler))
         if handler.request_streaming or handler.response_streaming:
 
