@@ -18,9 +18,9 @@ BUF := tools/node_modules/.bin/buf
 DEPLOY_VENV := .venv-deploy
 
 # Programs the tests drive, as command:Debian-package; installed with apt-get where missing.
-SYSTEM_TOOLS := kubectl:kubectl prometheus:prometheus promtool:prometheus
+SYSTEM_TOOLS := kubectl:kubectl prometheus:prometheus promtool:prometheus h2load:nghttp2-client nghttp:nghttp2-client
 
-.PHONY: help venv system-tools tools deploy-tools deploy-check k8s-secrets proto certs run test lint fmt lock wheel clean
+.PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets proto certs run test lint fmt lock wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -99,6 +99,9 @@ lock: $(BIN)/.installed ## Re-resolve requirements*.lock from pyproject.toml
 	$(BIN)/pip-compile $(LOCK_FLAGS) --extra dev -o requirements-dev.lock pyproject.toml
 	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements-build.lock requirements-build.in
 	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements-deploy.lock requirements-deploy.in
+
+bench: system-tools $(GENERATED) ## Benchmark ours against a bare aio server and the seed's (QUICK=1: under a minute)
+	$(BIN)/python -m tests.bench.bench $(if $(filter 1 yes true,$(QUICK)),--quick)
 
 wheel: $(BIN)/.installed ## Build the wheel into dist/
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
-import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -26,7 +26,7 @@ def request_id_from(metadata: Iterable[tuple[str, Any]]) -> str:
     for key, value in metadata:
         if key == HEADER and isinstance(value, str) and _VALID.fullmatch(value):
             return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as unique as a UUID4, at a fraction of the cost
 
 
 @asynccontextmanager

@@ -1,0 +1,476 @@
+"""make bench: our server against a bare grpc.aio server and the seed's, in one run, as ratios.
+
+Variants, each started fresh for every run and interleaved (a b c d a b c d ...):
+  bare   (a) a bare grpc.aio server with our servicer: no TLS, no interceptors
+  seed   (b) the seed article's server exactly as written (sync, 10 threads, insecure, port 50000)
+  ours   (c) hello-server as the README's production settings run it: TLS, tokens, JSON access log to
+             a file, health port, reflection, request ids, validation, metrics
+  mtls   (d) the same with mutual TLS (h2load cannot present a client certificate: our client only)
+  workers(e) ours with HELLO_WORKERS=2, when the settings model has workers
+Loads: h2load at 1 in-flight call and at 4 connections x 32 streams, and our async client at 4 x 32.
+Modes: pinned (server on core 0, load on core 1) and unpinned.
+
+Every run is bounded by a call count sized from a warm-up, and checked: for our server, the
+server's own count of OK calls (grpc_server_handled_total) must equal the calls h2load completed.
+
+Usage: python -m tests.bench.bench [--quick] [--repetitions N] [--soak-calls N] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_tools import protoc
+
+from service.certs import write_dev_pki
+from service.generated.rpc_package import helloworld_pb2
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SEED_PORT = 50000
+METHOD = "/rpc_package.HelloWorldService/SayHello"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Until the server accepts connections (bounded); fails if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"bench: server exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"bench: nothing listens on {port} after {timeout}s")
+
+
+def process_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLOCK_TICKS
+
+
+def rss_mib(pid: int) -> float:
+    total = 0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        total += int(match.group(1)) if match else 0
+    return total / 1024
+
+
+@dataclass
+class Pki:
+    dir: Path
+    token: str
+
+
+@dataclass
+class Variant:
+    name: str
+    label: str
+    plaintext: bool
+    mtls: bool = False
+    h2load: bool = True
+
+    def command(self, port: int) -> list[str]:
+        if self.name == "bare":
+            return [sys.executable, "-m", "tests.bench.bare_server", str(port)]
+        if self.name == "seed":
+            return [sys.executable, str(ROOT / "tests" / "seed" / "hello_server.py")]
+        return [str(BIN / "hello-server")]
+
+
+@dataclass
+class Server:
+    variant: Variant
+    proc: subprocess.Popen[bytes]
+    port: int
+    metrics_port: int | None
+    log: Any
+
+    def ok_calls(self) -> float | None:
+        if self.metrics_port is None:
+            return None
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        pattern = r'^grpc_server_handled_total\{[^}]*grpc_code="OK"[^}]*grpc_method="SayHello"[^}]*\} ([0-9.e+]+)$'
+        return sum(float(m) for m in re.findall(pattern, text, re.MULTILINE))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT if self.variant.name == "seed" else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+@dataclass
+class Bench:
+    pki: Pki
+    seed_path: Path
+    work: Path
+    duration: float
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def start(self, variant: Variant, pinned: bool) -> Server:
+        port = SEED_PORT if variant.name == "seed" else free_port()
+        metrics_port = None
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HELLO_")}
+        env["GRPC_VERBOSITY"] = "NONE"
+        if variant.name == "seed":
+            env["PYTHONPATH"] = str(self.seed_path)
+        elif variant.name != "bare":
+            metrics_port = free_port()
+            env.update(
+                HELLO_HOST="127.0.0.1",
+                HELLO_PORT=str(port),
+                HELLO_HEALTH_PORT=str(free_port()),
+                HELLO_METRICS_PORT=str(metrics_port),
+                HELLO_TLS__CERT_FILE=str(self.pki.dir / "server.pem"),
+                HELLO_TLS__KEY_FILE=str(self.pki.dir / "server-key.pem"),
+                HELLO_AUTH__TOKENS_FILE=str(self.pki.dir / "token"),
+                HELLO_LOG__FORMAT="json",
+                HELLO_SHUTDOWN_GRACE_SECONDS="1",
+            )
+            if variant.mtls:
+                env["HELLO_TLS__CLIENT_CA_FILE"] = str(self.pki.dir / "ca.pem")
+            if variant.name == "workers":
+                env["HELLO_WORKERS"] = "2"
+        command = variant.command(port)
+        if pinned:
+            command = ["taskset", "-c", "0", *command]
+        log = (self.work / f"{variant.name}-access.log").open("ab")
+        proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        wait_listening(port, proc)
+        server = Server(variant, proc, port, metrics_port, log)
+        if metrics_port is not None:
+            wait_listening(metrics_port, proc)
+        return server
+
+    def h2load(self, server: Server, connections: int, streams: int, calls: int, pinned: bool) -> dict[str, Any]:
+        scheme = "http" if server.variant.plaintext else "https"
+        body = self.work / "request.bin"
+        message = helloworld_pb2.HelloRequest(name="bench").SerializeToString()
+        body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
+        log_file = self.work / "h2load.log"
+        log_file.unlink(missing_ok=True)  # h2load appends
+        command = ["h2load", "-n", str(calls), "-c", str(connections), "-m", str(streams)]
+        command += ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body)]
+        command += ["--log-file", str(log_file)]
+        if not server.variant.plaintext:
+            command += ["-H", f"authorization: Bearer {self.pki.token}"]
+        command.append(f"{scheme}://127.0.0.1:{server.port}{METHOD}")
+        if pinned:
+            command = ["taskset", "-c", "1", *command]
+        output = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False).stdout
+        match = re.search(r"finished in ([0-9.]+)(ms|s),", output)
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", output)
+        if not match or not done:
+            raise SystemExit(f"bench: h2load said:\n{output}")
+        seconds = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
+        latencies = sorted(int(line.split("\t")[2]) for line in log_file.read_text().splitlines() if line)
+        return {
+            "calls": int(done.group(2)),
+            "failed": int(done.group(1)) - int(done.group(2)) + int(done.group(3)),
+            "seconds": seconds,
+            "p50_us": latencies[len(latencies) // 2] if latencies else 0,
+            "p99_us": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0,
+        }
+
+    def client(self, server: Server, connections: int, streams: int, calls: int, pinned: bool) -> dict[str, Any]:
+        command = [sys.executable, "-m", "tests.bench.load", f"127.0.0.1:{server.port}", "120"]
+        command += [str(connections), str(streams), str(calls)]
+        if server.variant.plaintext:
+            command.append("--plaintext")
+        else:
+            command += ["--ca", str(self.pki.dir / "ca.pem"), "--token-file", str(self.pki.dir / "token")]
+        if server.variant.mtls:
+            command += ["--cert", str(self.pki.dir / "client.pem"), "--key", str(self.pki.dir / "client-key.pem")]
+        if pinned:
+            command = ["taskset", "-c", "1", *command]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"bench: load generator failed:\n{result.stderr}")
+        report = json.loads(result.stdout)
+        return {
+            "calls": report["ok"],
+            "extra_calls": report["warm_up"],
+            "failed": report["failed"],
+            "seconds": report["seconds"],
+            "p50_us": report["p50_us"],
+            "p99_us": report["p99_us"],
+        }
+
+    def measure(self, server: Server, load: str, pinned: bool, repetition: int) -> None:
+        connections, streams = (1, 1) if load == "h2load 1x1" else (4, 32)
+        run = self.h2load if load.startswith("h2load") else self.client
+        # A short warm-up sizes the measured run to about `duration` seconds, whatever the speed.
+        warm = run(server, connections, streams, 300 if connections == 1 else 2000, pinned)
+        calls = max(200, int(warm["calls"] / warm["seconds"] * self.duration))
+        before_ok, before_cpu = server.ok_calls(), cpu_seconds(server.proc.pid)
+        result = run(server, connections, streams, calls, pinned)
+        cpu = cpu_seconds(server.proc.pid) - before_cpu
+        after_ok = server.ok_calls()
+        expected_ok = result["calls"] + result.get("extra_calls", 0)
+        valid = result["failed"] == 0 and (before_ok is None or after_ok - before_ok == expected_ok)
+        self.results.append(
+            {
+                "variant": server.variant.name,
+                "load": load,
+                "mode": "pinned" if pinned else "unpinned",
+                "repetition": repetition,
+                "calls_per_s": result["calls"] / result["seconds"],
+                "p50_us": result["p50_us"],
+                "p99_us": result["p99_us"],
+                "cpu_us_per_call": cpu / max(result["calls"], 1) * 1e6,
+                "rss_mib": rss_mib(server.proc.pid),
+                "calls": result["calls"],
+                "server_ok_calls": None if after_ok is None else after_ok - before_ok,
+                "valid": valid,
+            }
+        )
+        print(
+            f"  {server.variant.name:8} {load:12} {'pinned' if pinned else 'unpinned':8} "
+            f"{result['calls'] / result['seconds']:9.0f} calls/s  p50 {result['p50_us']:7.0f} us"
+            f"{'' if valid else '  INVALID'}",
+            flush=True,
+        )
+
+    def soak(self, variant: Variant, calls: int) -> dict[str, float]:
+        """RSS of our server idle, after 10k calls and after ``calls`` calls (h2load, 4 x 32)."""
+        server = self.start(variant, pinned=False)
+        try:
+            idle = rss_mib(server.proc.pid)
+            self.h2load(server, 4, 32, 10_000, pinned=False)
+            after_10k = rss_mib(server.proc.pid)
+            self.h2load(server, 4, 32, max(calls - 10_000, 1), pinned=False)
+            after_all = rss_mib(server.proc.pid)
+        finally:
+            server.stop()
+        return {"idle_mib": idle, "after_10k_mib": after_10k, "after_all_mib": after_all, "calls": calls}
+
+
+def seed_stubs(directory: Path) -> Path:
+    package = directory / "rpc_package"
+    package.mkdir(parents=True)
+    shutil.copy(ROOT / "tests" / "seed" / "helloworld.proto", package / "helloworld.proto")
+    args = ["protoc", f"-I{directory}", f"--python_out={directory}", f"--grpc_python_out={directory}"]
+    if protoc.main([*args, str(package / "helloworld.proto")]) != 0:
+        raise SystemExit("bench: could not generate the seed's stubs")
+    (package / "__init__.py").write_text("")
+    return directory
+
+
+def median_of(results: list[dict[str, Any]], variant: str, load: str, mode: str, key: str) -> float | None:
+    values = [r[key] for r in results if (r["variant"], r["load"], r["mode"]) == (variant, load, mode)]
+    return statistics.median(values) if values else None
+
+
+def ratio(results: list[dict[str, Any]], a: str, b: str, load: str, mode: str, key: str) -> float | None:
+    """Median over repetitions of a/b, pairing the runs of the same repetition."""
+    pairs = []
+    for rep in sorted({r["repetition"] for r in results}):
+        left = [
+            r[key] for r in results if (r["variant"], r["load"], r["mode"], r["repetition"]) == (a, load, mode, rep)
+        ]
+        right = [
+            r[key] for r in results if (r["variant"], r["load"], r["mode"], r["repetition"]) == (b, load, mode, rep)
+        ]
+        if left and right and right[0]:
+            pairs.append(left[0] / right[0])
+    return statistics.median(pairs) if pairs else None
+
+
+def report(bench: Bench, soak: dict[str, float] | None, header: dict[str, Any]) -> str:
+    results = bench.results
+    lines = [
+        f"grpcio {header['grpcio']}, nproc {header['nproc']}, {header['date']}; medians of {header['repetitions']} "
+        f"interleaved runs; command: `{header['command']}`",
+        "",
+        "| variant | load | mode | calls/s | p50 µs | p99 µs | server CPU µs/call | RSS MiB |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    keys = sorted({(r["variant"], r["load"], r["mode"]) for r in results}, key=lambda k: (k[2], k[1], k[0]))
+    for variant, load, mode in keys:
+        m = {
+            k: median_of(results, variant, load, mode, k)
+            for k in ("calls_per_s", "p50_us", "p99_us", "cpu_us_per_call", "rss_mib")
+        }
+        lines.append(
+            f"| {variant} | {load} | {mode} | {m['calls_per_s']:.0f} | {m['p50_us']:.0f} | {m['p99_us']:.0f} "
+            f"| {m['cpu_us_per_call']:.0f} | {m['rss_mib']:.1f} |"
+        )
+    targets = [
+        (
+            "ours/bare calls/s, h2load 4x32, pinned (target >= 0.90)",
+            ratio(results, "ours", "bare", "h2load 4x32", "pinned", "calls_per_s"),
+            0.90,
+            True,
+        ),
+        (
+            "ours/seed calls/s, h2load 4x32, unpinned (target >= 1.0)",
+            ratio(results, "ours", "seed", "h2load 4x32", "unpinned", "calls_per_s"),
+            1.0,
+            True,
+        ),
+        (
+            "ours/bare p50, h2load 1x1, pinned (target <= 1.1)",
+            ratio(results, "ours", "bare", "h2load 1x1", "pinned", "p50_us"),
+            1.1,
+            False,
+        ),
+        (
+            "ours/bare calls/s, our client 4x32, pinned",
+            ratio(results, "ours", "bare", "client 4x32", "pinned", "calls_per_s"),
+            None,
+            True,
+        ),
+        (
+            "mtls/ours calls/s, our client 4x32, pinned",
+            ratio(results, "mtls", "ours", "client 4x32", "pinned", "calls_per_s"),
+            None,
+            True,
+        ),
+        (
+            "workers/ours calls/s, h2load 4x32, unpinned (target >= 1.3)",
+            ratio(results, "workers", "ours", "h2load 4x32", "unpinned", "calls_per_s"),
+            1.3,
+            True,
+        ),
+    ]
+    lines += ["", "| ratio (median of per-repetition pairs) | value | meets target |", "|---|---:|---|"]
+    for name, value, target, higher in targets:
+        if value is None:
+            continue
+        meets = "" if target is None else ("yes" if (value >= target if higher else value <= target) else "NO")
+        lines.append(f"| {name} | {value:.2f} | {meets} |")
+    if soak:
+        growth = soak["after_all_mib"] - soak["after_10k_mib"]
+        lines += [
+            "",
+            f"RSS of ours: idle {soak['idle_mib']:.1f} MiB (target <= 50), "
+            f"after 10k calls {soak['after_10k_mib']:.1f} MiB, "
+            f"after {soak['calls'] // 1000}k calls {soak['after_all_mib']:.1f} MiB "
+            f"(growth {growth:+.1f} MiB, target within 5).",
+        ]
+    invalid = [r for r in results if not r["valid"]]
+    if invalid:
+        lines += ["", f"INVALID runs (a non-OK call, or the server's OK count differs from the load's): {len(invalid)}"]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one repetition, short runs, no soak: under a minute")
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=1.5, help="seconds per measured run")
+    parser.add_argument("--soak-calls", type=int, default=200_000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    args = parser.parse_args()
+    if args.quick:
+        args.repetitions, args.duration, args.soak_calls = 1, 0.7, 0
+    for tool in ("h2load", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench: {tool} is missing (make bench installs nghttp2-client)")
+
+    work = Path(tempfile.mkdtemp(prefix="hello-bench-"))
+    write_dev_pki(work / "pki")
+    token = next(line.split(":", 1)[1] for line in (work / "pki" / "token").read_text().splitlines() if ":" in line)
+    bench = Bench(Pki(work / "pki", token), seed_stubs(work / "seed"), work, args.duration)
+    variants = [
+        Variant("bare", "(a) bare aio", plaintext=True),
+        Variant("seed", "(b) seed", plaintext=True),
+        Variant("ours", "(c) ours", plaintext=False),
+        Variant("mtls", "(d) ours, mTLS", plaintext=False, mtls=True, h2load=False),
+    ]
+    if "workers" in Settings.model_fields:
+        variants.append(Variant("workers", "(e) ours, 2 workers", plaintext=False))
+    started = time.monotonic()
+    for repetition in range(args.repetitions):
+        for pinned in (True, False):
+            for variant in variants:
+                if variant.name == "workers" and pinned:
+                    continue  # two workers pinned to one core measure nothing
+                print(f"repetition {repetition + 1}, {variant.label}", flush=True)
+                server = bench.start(variant, pinned)
+                try:
+                    loads = ["h2load 1x1", "h2load 4x32"] if variant.h2load else []
+                    if not variant.plaintext or variant.name == "bare":
+                        loads.append("client 4x32")
+                    for load in loads:
+                        bench.measure(server, load, pinned, repetition)
+                finally:
+                    server.stop()
+    soak = bench.soak(variants[2], args.soak_calls) if args.soak_calls else None
+    header = {
+        "grpcio": grpc.__version__,
+        "nproc": os.cpu_count(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "repetitions": args.repetitions,
+        "command": "make bench" + (" QUICK=1" if args.quick else ""),
+        "seconds": round(time.monotonic() - started),
+    }
+    table = report(bench, soak, header)
+    args.out.mkdir(exist_ok=True)
+    (args.out / "bench.md").write_text(table + "\n")
+    (args.out / "bench.json").write_text(json.dumps({"header": header, "runs": bench.results, "soak": soak}, indent=2))
+    print("\n" + table)
+    shutil.rmtree(work, ignore_errors=True)
+    return 1 if any(not r["valid"] for r in bench.results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
