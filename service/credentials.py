@@ -83,15 +83,6 @@ def load_server_tls(tls: TlsSettings, *, now: dt.datetime | None = None) -> Serv
     return ServerTls(chain=chain_pem, key=key_pem, client_ca=client_ca, not_after=leaf.not_valid_after_utc)
 
 
-def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
-    """TLS server credentials; with a client CA, clients must present a certificate it signed."""
-    return grpc.ssl_server_credentials(
-        [(tls.key, tls.chain)],
-        root_certificates=tls.client_ca,
-        require_client_auth=tls.mutual,
-    )
-
-
 def bearer_token(client: ClientSettings) -> str | None:
     """The token the client sends: HELLO_CLIENT__TOKEN, else the first token in the token file."""
     if client.token is not None:

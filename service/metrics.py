@@ -101,6 +101,9 @@ class ServerMetrics:
         self._auth_failures = Counter(
             "hello_auth_failures_total", "Calls refused by auth, by reason.", ("reason",), registry=registry
         )
+        self._limited = Counter(
+            "hello_rate_limited_total", "Calls refused by a limit: rate, concurrency.", ("limit",), registry=registry
+        )
         self.certificate_expiry = Gauge(
             "hello_server_certificate_expiry_timestamp_seconds",
             "When the server's TLS certificate expires (seconds since the epoch).",
@@ -128,6 +131,9 @@ class ServerMetrics:
 
     def auth_failure(self, reason: str) -> None:
         self._auth_failures.labels(reason).inc()
+
+    def limited(self, limit: str) -> None:
+        self._limited.labels(limit).inc()
 
     def certificate_expires(self, not_after: dt.datetime) -> None:
         self.certificate_expiry.set(not_after.timestamp())

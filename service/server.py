@@ -16,20 +16,24 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from . import __version__, hello
 from .auth import Authenticate, all_of, bearer_authenticator, mtls_authenticator
-from .credentials import CERT_FILE, CLIENT_CA_FILE, ServerTls, load_server_tls, server_credentials
+from .credentials import CERT_FILE, CLIENT_CA_FILE, ServerTls, load_server_tls
 from .errors import ConfigError, StartupError
 from .generated.rpc_package import helloworld_pb2, helloworld_pb2_grpc
 from .interceptors import (
     AccessLogInterceptor,
     AuthInterceptor,
+    ConcurrencyLimitInterceptor,
     ErrorInterceptor,
     MetricsInterceptor,
+    RateLimitInterceptor,
     RequestIdInterceptor,
     TracingInterceptor,
     WireInterceptor,
 )
+from .limits import Buckets
 from .metrics import ServerMetrics
 from .policy import Policy, PolicyError
+from .reloading import ServerCertificates
 from .settings import AuthSettings, Settings, env_name
 from .tokens import TokenFile, TokenFileError
 from .tracing import tracer_provider
@@ -140,12 +144,14 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-def _bind(server: grpc.aio.Server, setting: str, host: str, port: int, tls: ServerTls | None) -> int:
+def _bind(
+    server: grpc.aio.Server, setting: str, host: str, port: int, credentials: grpc.ServerCredentials | None
+) -> int:
     address = f"{host}:{port}"
     try:
-        if tls is None:
+        if credentials is None:
             return int(server.add_insecure_port(address))
-        return int(server.add_secure_port(address, server_credentials(tls)))
+        return int(server.add_secure_port(address, credentials))
     except RuntimeError:
         raise StartupError(f"{setting}: cannot listen on {address}: {_bind_problem(host, port)}") from None
 
@@ -182,20 +188,29 @@ def _interceptors(
     policy = _policy(settings.auth)
     authenticate = _authenticator(settings.auth, tls)
     allows = policy.allows if policy else (lambda _principal, _method: True)
-    auth = AuthInterceptor(authenticate, public, allows, on_refusal=metrics.auth_failure)
+    limits = settings.rate_limit
+    failures = Buckets(limits.auth_failures_per_second, limits.auth_failure_burst)
+    auth = AuthInterceptor(authenticate, public, allows, on_refusal=metrics.auth_failure, failures=failures)
     known = [f"/{m}" for m in _known_methods(SERVICE_FILES)]
     # Outermost first. The span (when tracing) covers everything, so log lines carry its trace id;
     # each call gets its request id before anything logs; the access log and metrics see every
-    # outcome, including refusals and mapped errors; the wire layer is innermost so that a refused
+    # outcome, including refusals and mapped errors; the concurrency cap refuses before any work;
+    # the rate limit needs the principal auth names; the wire layer is innermost so that a refused
     # call's body is never decoded.
     tracing = [TracingInterceptor(tracer.get_tracer("hello-grpc-service"), known)] if tracer else []
+    rate = []
+    if limits.per_second:
+        burst = limits.burst or max(1, int(limits.per_second))
+        rate = [RateLimitInterceptor(limits.per_second, burst, on_limited=metrics.limited)]
     return [
         *tracing,
         RequestIdInterceptor(),
         AccessLogInterceptor(quiet_services=(health.SERVICE_NAME,)),
         MetricsInterceptor(metrics, known),
         ErrorInterceptor(),
+        ConcurrencyLimitInterceptor(limits.max_concurrent_calls, on_limited=metrics.limited),
         auth,
+        *rate,
         WireInterceptor(settings.max_message_bytes),
     ]
 
@@ -229,9 +244,20 @@ async def build_server(
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection((hello.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
+    credentials = None
     if tls is None:
         log.warning("serving without TLS: HELLO_INSECURE=true is for local experiments only")
-    port = _bind(server, env_name("port"), settings.host, settings.port, tls)
+    else:
+        # Rotated certificate files reach new connections without a restart.
+        certificates = ServerCertificates(
+            settings.tls,
+            tls,
+            settings.tls.reload_seconds,
+            log,
+            on_reload=lambda t: metrics.certificate_expires(t.not_after),
+        )
+        credentials = certificates.credentials()
+    port = _bind(server, env_name("port"), settings.host, settings.port, credentials)
     health_server, health_port = _health_server(settings, health_servicer) or (None, None)
     return BuiltServer(
         server=server,

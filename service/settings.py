@@ -31,6 +31,8 @@ class TlsSettings(BaseModel):
     cert_file: FilePath | None = None
     key_file: FilePath | None = None
     client_ca_file: FilePath | None = None
+    # How often (seconds) the files are checked for a replacement, at a new connection; 0: every time.
+    reload_seconds: float = Field(default=10.0, ge=0)
 
     @property
     def enabled(self) -> bool:
@@ -84,6 +86,22 @@ class GrpcSettings(BaseModel):
     max_concurrent_streams: int = Field(default=100, ge=1)
 
 
+class RateLimitSettings(BaseModel):
+    """How much each caller may ask for; RESOURCE_EXHAUSTED beyond it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Calls a second per principal (a token bucket); 0 turns the limit off.
+    per_second: float = Field(default=0.0, ge=0)
+    # Calls a principal may make at once after a quiet spell; default: one second's worth.
+    burst: int | None = Field(default=None, ge=1)
+    # Calls in flight on the whole server; beyond it new calls are refused at once.
+    max_concurrent_calls: int = Field(default=1000, ge=1)
+    # Failed authentications per peer address: this many at once, refilled at this rate a second.
+    auth_failure_burst: int = Field(default=20, ge=1)
+    auth_failures_per_second: float = Field(default=1.0, gt=0)
+
+
 class TracingSettings(BaseModel):
     """OpenTelemetry tracing, off unless enabled."""
 
@@ -119,6 +137,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     grpc: GrpcSettings = GrpcSettings()
     tracing: TracingSettings = TracingSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     drain_seconds: float = Field(default=0.0, ge=0)
     max_name_length: int = Field(default=256, ge=1, le=65536)

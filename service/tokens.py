@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .files import signature
+
 MIN_TOKEN_LENGTH = 16
 
 
@@ -97,7 +99,7 @@ class TokenFile:
 
     def __init__(self, path: Path, interval: float, log: Any) -> None:
         self._path, self._interval, self._log = path, interval, log
-        self._signature = _signature(path)
+        self._signature = signature([path])
         self._store = TokenStore.from_file(path)
         self._next_check = time.monotonic() + interval
 
@@ -109,13 +111,10 @@ class TokenFile:
         return self._store
 
     def _refresh(self) -> None:
-        try:
-            signature = _signature(self._path)
-        except OSError as exc:
-            signature = ("missing", exc.strerror)
-        if signature == self._signature:
+        current = signature([self._path])
+        if current == self._signature:
             return
-        self._signature = signature  # a bad file is reported once, and retried when it changes again
+        self._signature = current  # a bad file is reported once, and retried when it changes again
         try:
             store = TokenStore.from_file(self._path)
         except (OSError, TokenFileError, UnicodeDecodeError) as exc:
@@ -124,9 +123,3 @@ class TokenFile:
             return
         self._store = store
         self._log.info("tokens file reloaded", path=str(self._path), tokens=len(store))
-
-
-def _signature(path: Path) -> tuple[object, ...]:
-    # stat() follows symlinks, so the atomic symlink swap of a Secret volume counts as a change.
-    st = path.stat()
-    return (st.st_ino, st.st_mtime_ns, st.st_size)

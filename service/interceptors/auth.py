@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 import structlog
 
 from ..auth import Authenticate, AuthError
+from ..limits import Buckets
 from ._wrap import Continuation, wrap_handler
 
 Authorize = Callable[[str, str], bool]
+
+# The authenticated principal of the call running in this task (None for public services).
+current_principal: ContextVar[str | None] = ContextVar("current_principal", default=None)
+
+
+def peer_host(peer: str) -> str:
+    """'ipv4:10.0.0.1:5000' -> '10.0.0.1'; 'ipv6:%5B::1%5D:5000' -> '[::1]' (the port varies per connection)."""
+    return unquote(peer.split(":", 1)[-1].rsplit(":", 1)[0])
 
 
 def service_of(method: str) -> str:
@@ -45,8 +56,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         public_services: Iterable[str],
         authorize: Authorize = _allow_all,
         on_refusal: Callable[[str], None] = lambda _reason: None,
+        failures: Buckets | None = None,
     ) -> None:
         self._authenticate, self._authorize, self._on_refusal = authenticate, authorize, on_refusal
+        # Failed authentications per peer address: when its bucket is empty, the peer is refused
+        # without a look at its credentials until the bucket refills, so guessing tokens is slow.
+        self._failures = failures
         self._public = frozenset(public_services)
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self._unknown = wrap_handler(_UNKNOWN_METHOD, self._guard(None))
@@ -69,14 +84,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _guard(self, method: str | None) -> Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]:
         @asynccontextmanager
         async def guard(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+            host = peer_host(context.peer()) if self._failures is not None else ""
+            if self._failures is not None and (wait := self._failures.wait(host)):
+                self._on_refusal("throttled")
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"too many failed authentications from this address; retry after {wait:.1f} s",
+                )
             try:
                 principal = self._authenticate(context.invocation_metadata() or (), context.auth_context())
                 if method is not None and not self._authorize(principal, method):
                     raise AuthError(f"{principal} may not call {method}", "denied", grpc.StatusCode.PERMISSION_DENIED)
             except AuthError as error:
                 self._on_refusal(error.reason)
+                if self._failures is not None and error.code is grpc.StatusCode.UNAUTHENTICATED:
+                    self._failures.take(host)
                 await context.abort(error.code, error.message)
             structlog.contextvars.bind_contextvars(principal=principal)
+            current_principal.set(principal)
             yield
 
         return guard

@@ -258,7 +258,7 @@ class Bench:
         connections, streams = (1, 1) if load == "h2load 1x1" else (4, 32)
         run = self.h2load if load.startswith("h2load") else self.client
         # A short warm-up sizes the measured run to about `duration` seconds, whatever the speed.
-        warm = run(server, connections, streams, 300 if connections == 1 else 2000, pinned)
+        warm = run(server, connections, streams, 200 if connections == 1 else 1000, pinned)
         calls = max(200, int(warm["calls"] / warm["seconds"] * self.duration))
         before_ok, before_cpu = server.ok_calls(), cpu_seconds(server.proc.pid)
         result = run(server, connections, streams, calls, pinned)
@@ -416,7 +416,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repetition, short runs, no soak: under a minute")
     parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=1.5, help="seconds per measured run")
+    parser.add_argument("--duration", type=float, default=1.0, help="seconds per measured run")
     parser.add_argument("--soak-calls", type=int, default=200_000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()

@@ -1,0 +1,78 @@
+"""Server certificates re-read when their files change, for grpc's dynamic credentials, checked cheaply.
+
+grpc calls the fetcher on its own threads at every TLS handshake, so the check is a few stat()
+calls at most once per interval, under a lock; the files are parsed only when they changed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from .credentials import ServerTls, load_server_tls
+from .errors import ConfigError
+from .files import signature
+from .settings import TlsSettings
+
+
+def certificate_configuration(tls: ServerTls) -> Any:
+    return grpc.ssl_server_certificate_configuration([(tls.key, tls.chain)], root_certificates=tls.client_ca)
+
+
+class ServerCertificates:
+    """The server's certificate, key and client CA for grpc.dynamic_ssl_server_credentials.
+
+    A replacement is used for new connections within ``interval`` seconds of the change; existing
+    connections keep the certificate they were opened with. A replacement that does not load (bad
+    PEM, a key that does not match, an expired certificate) keeps the last good set and is logged once.
+    """
+
+    def __init__(
+        self,
+        settings: TlsSettings,
+        initial: ServerTls,
+        interval: float,
+        log: Any,
+        on_reload: Callable[[ServerTls], None] = lambda _tls: None,
+    ) -> None:
+        self._settings, self._interval, self._log, self._on_reload = settings, interval, log, on_reload
+        self._paths = [p for p in (settings.cert_file, settings.key_file, settings.client_ca_file) if p is not None]
+        self._lock = threading.Lock()
+        self._signature = signature(self._paths)
+        self._next_check = time.monotonic() + interval
+        self.current = initial
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            certificate_configuration(self.current),
+            self.fetch,
+            require_client_authentication=self.current.mutual,
+        )
+
+    def fetch(self) -> Any:
+        """grpc's certificate fetcher: a new configuration when the files changed, else None."""
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next_check:
+                return None
+            self._next_check = now + self._interval
+            current = signature(self._paths)
+            if current == self._signature:
+                return None
+            self._signature = current  # a bad set is reported once, and retried when it changes again
+            try:
+                tls = load_server_tls(self._settings)
+            except ConfigError as exc:
+                self._log.error("certificate files rejected; keeping the last good ones", problem=str(exc))
+                return None
+            if tls.mutual != self.current.mutual:
+                self._log.error("certificate files rejected; mutual TLS cannot be turned on or off while running")
+                return None
+            self.current = tls
+            self._on_reload(tls)
+            self._log.info("certificate files reloaded", not_after=tls.not_after.isoformat())
+            return certificate_configuration(tls)

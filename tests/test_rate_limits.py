@@ -1,0 +1,107 @@
+"""Limits: a noisy principal is slowed while others are not; a server-wide cap on calls in flight; a peer
+that keeps failing auth is refused while other peers are served."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from service.client import check_health, create_channel, say_hello
+from service.generated.rpc_package import helloworld_pb2 as pb
+from service.hello import HelloServicer
+
+from .conftest import Pki, client_settings, running, server_settings
+
+NOISY, QUIET = "noisy-token-0123456789", "quiet-token-0123456789"
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> Path:
+    path = tmp_path / "tokens"
+    path.write_text(f"noisy:{NOISY}\nquiet:{QUIET}\n")
+    return path
+
+
+async def _code(channel: grpc.aio.Channel, name: str = "x") -> grpc.aio.AioRpcError | None:
+    try:
+        await say_hello(channel, name)
+    except grpc.aio.AioRpcError as error:
+        return error
+    return None
+
+
+async def test_noisy_principal_is_limited_and_others_are_not(pki: Pki, tokens: Path) -> None:
+    settings = server_settings(pki, auth={"tokens_file": tokens}, rate_limit={"per_second": 0.5, "burst": 3})
+    async with running(settings) as built:
+        async with create_channel(client_settings(pki, built.port, token=NOISY)) as noisy:
+            results = [await _code(noisy) for _ in range(5)]
+            # Health is public and never limited.
+            assert await check_health(noisy) == "SERVING"
+        async with create_channel(client_settings(pki, built.port, token=QUIET)) as quiet:
+            assert [await _code(quiet) for _ in range(3)] == [None, None, None]
+    assert results[:3] == [None, None, None]
+    for error in results[3:]:
+        assert error is not None
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error.details().startswith("rate limit of 0.5 calls per second exceeded; retry after ")
+        trailers = dict(error.trailing_metadata() or ())
+        assert 0 < float(trailers["retry-after"]) <= 2
+        assert "x-request-id" in trailers
+
+
+class BlockingHello(HelloServicer):
+    """SayHello waits until released, so calls can be held in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def SayHello(self, request: pb.HelloRequest, context: Any) -> pb.HelloReply:
+        self.entered += 1
+        await self.release.wait()
+        return await super().SayHello(request, context)
+
+
+async def test_concurrency_cap_refuses_beyond_it_and_recovers(pki: Pki) -> None:
+    servicer = BlockingHello()
+    settings = server_settings(pki, rate_limit={"max_concurrent_calls": 2})
+    async with running(settings, servicer) as built:
+        async with create_channel(client_settings(pki, built.port)) as channel:
+            held = [asyncio.ensure_future(say_hello(channel, f"held{i}")) for i in range(2)]
+            while servicer.entered < 2:  # noqa: ASYNC110 - both calls reach the handler within a few loop turns
+                await asyncio.sleep(0)
+            refused = await _code(channel, "third")
+            servicer.release.set()
+            assert await asyncio.gather(*held) == ["Hello, held0!", "Hello, held1!"]
+            assert await _code(channel, "after") is None
+    assert refused is not None
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.details() == "server busy: 2 calls in flight; retry shortly"
+
+
+async def test_peer_failing_auth_is_refused_while_other_peers_are_served(pki: Pki) -> None:
+    settings = server_settings(
+        pki, host="localhost", rate_limit={"auth_failure_burst": 3, "auth_failures_per_second": 0.1}
+    )
+    async with running(settings) as built:
+        # localhost binds 127.0.0.1 and ::1: two peer addresses on one machine.
+        bad = client_settings(pki, built.port, target=f"ipv4:127.0.0.1:{built.port}", server_name="localhost")
+        good = client_settings(pki, built.port, target=f"ipv6:[::1]:{built.port}", server_name="localhost")
+        async with create_channel(bad.model_copy(update={"token": None})) as guesser:
+            guesses = [await _code(guesser) for _ in range(4)]
+        async with create_channel(bad) as same_address:
+            throttled = await _code(same_address)
+        async with create_channel(good) as other_address:
+            assert await _code(other_address) is None
+    assert [e.code() for e in guesses[:3] if e] == [grpc.StatusCode.UNAUTHENTICATED] * 3
+    assert guesses[3] is not None
+    assert guesses[3].code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "too many failed authentications from this address" in guesses[3].details()
+    # Even a valid token from that address waits until the bucket refills.
+    assert throttled is not None
+    assert throttled.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
