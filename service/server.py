@@ -141,6 +141,7 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_connection_age_ms", ms(policy.max_connection_age_seconds)),
         ("grpc.max_connection_age_grace_ms", ms(policy.max_connection_age_grace_seconds)),
         ("grpc.max_concurrent_streams", policy.max_concurrent_streams),
+        ("grpc.server_handshake_timeout_ms", ms(policy.handshake_timeout_seconds)),
     ]
 
 
@@ -162,7 +163,11 @@ def _health_server(settings: Settings, servicer: health.aio.HealthServicer) -> t
         return None
     server = grpc.aio.server(
         interceptors=[RequestIdInterceptor(), AccessLogInterceptor(quiet_services=(health.SERVICE_NAME,))],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4096)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 4096),
+            ("grpc.server_handshake_timeout_ms", int(settings.grpc.handshake_timeout_seconds * 1000)),
+        ],
     )
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     return server, _bind(server, env_name("health_port"), settings.host, settings.health_port, None)

@@ -84,6 +84,8 @@ class GrpcSettings(BaseModel):
     max_connection_age_seconds: float = Field(default=300.0, gt=0)
     max_connection_age_grace_seconds: float = Field(default=30.0, ge=0)
     max_concurrent_streams: int = Field(default=100, ge=1)
+    # A connection must finish its TLS and HTTP/2 handshakes within this, or it is closed.
+    handshake_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class RateLimitSettings(BaseModel):
