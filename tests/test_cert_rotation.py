@@ -37,7 +37,9 @@ def issue(pki: Pki) -> tuple[bytes, bytes, int]:
     ca = x509.load_pem_x509_certificate(pki.ca.read_bytes())
     ca_key = serialization.load_pem_private_key((pki.dir / "ca-key.pem").read_bytes(), password=None)
     cert, key = make_leaf(ca, ca_key, "localhost", sans=["localhost", "127.0.0.1"])  # type: ignore[arg-type]
-    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return cert.public_bytes(serialization.Encoding.PEM), pem_key, cert.serial_number
 
 

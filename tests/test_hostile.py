@@ -133,7 +133,14 @@ HTTP1 = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
         ("health", HTTP1, False),
         ("health", os.urandom(4096), False),
     ],
-    ids=["http1-plain-to-tls", "http1-inside-tls", "random-bytes-plain", "random-bytes-inside-tls", "http1-to-health", "random-to-health"],
+    ids=[
+        "http1-plain-to-tls",
+        "http1-inside-tls",
+        "random-bytes-plain",
+        "random-bytes-inside-tls",
+        "http1-to-health",
+        "random-to-health",
+    ],
 )
 async def test_garbage_is_met_with_a_closed_connection(
     target: BuiltServer, pki: Pki, bystander: Bystander, port_kind: str, payload: bytes, inside_tls: bool
