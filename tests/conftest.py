@@ -18,6 +18,36 @@ from service.server import BuiltServer, build_server
 from service.settings import ClientSettings, Settings
 from service.tokens import parse_tokens
 
+# Every secret a test makes is registered here; at the end of the session all captured output,
+# failure reports and server process output are searched for each (see pytest_sessionfinish).
+SECRETS: set[str] = set()
+CAPTURED: list[str] = []
+
+
+def secret(value: str) -> str:
+    """Register ``value`` as a secret that must never appear in any log or error message."""
+    SECRETS.add(value)
+    return value
+
+
+def _key_material(pem: bytes) -> str:
+    # A private key's base64 body: distinctive, and what a leak of the key would contain.
+    return "".join(line for line in pem.decode().splitlines() if not line.startswith("-----"))[:64]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    CAPTURED.extend(text for _, text in report.sections)
+    if report.longrepr is not None:
+        CAPTURED.append(str(report.longrepr))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaked = sorted(s for s in SECRETS if any(s in text for text in CAPTURED))
+    if leaked:
+        # Say how many, not which: the report must not leak them again.
+        print(f"\nsecrets found in captured logs or error messages: {len(leaked)}; see tests/conftest.py")
+        session.exitstatus = 1
+
 
 @dataclass(frozen=True)
 class Pki:
@@ -68,6 +98,9 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def _pki(factory: pytest.TempPathFactory, name: str) -> Path:
     directory = factory.mktemp(name)
     write_dev_pki(directory)
+    for key in ("ca-key.pem", "server-key.pem", "client-key.pem"):
+        secret(_key_material((directory / key).read_bytes()))
+    secret(parse_tokens((directory / "token").read_text())[0][1])
     return directory
 
 

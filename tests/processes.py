@@ -100,6 +100,11 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        # The server's own output joins what the end-of-session secret scan reads.
+        from .conftest import CAPTURED
+
+        CAPTURED.append(json.dumps(self.events))
+        CAPTURED.append(self.stderr())
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()

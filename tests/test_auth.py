@@ -11,9 +11,9 @@ from service.client import check_health, create_channel, say_hello
 from service.generated.rpc_package import helloworld_pb2
 from service.server import BuiltServer
 
-from .conftest import Pki, client_settings
+from .conftest import Pki, client_settings, secret
 
-WRONG_TOKEN = "not-the-right-token-0123456789"
+WRONG_TOKEN = secret("not-the-right-token-0123456789")
 
 
 def _secure_channel(pki: Pki, port: int) -> grpc.aio.Channel:

@@ -11,9 +11,9 @@ from service.client import create_channel, say_hello, say_hello_repeated
 from service.errors import ConfigError
 from service.server import build_server
 
-from .conftest import Pki, client_settings, running, server_settings
+from .conftest import Pki, client_settings, running, secret, server_settings
 
-ADMIN, READER, OTHER = "admin-token-0123456789", "reader-token-0123456789", "other-token-0123456789"
+ADMIN, READER, OTHER = map(secret, ("admin-token-0123456789", "reader-token-0123456789", "other-token-0123456789"))
 
 
 @pytest.fixture

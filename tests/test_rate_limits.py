@@ -14,9 +14,9 @@ from service.client import check_health, create_channel, say_hello
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.hello import HelloServicer
 
-from .conftest import Pki, client_settings, running, server_settings
+from .conftest import Pki, client_settings, running, secret, server_settings
 
-NOISY, QUIET = "noisy-token-0123456789", "quiet-token-0123456789"
+NOISY, QUIET = secret("noisy-token-0123456789"), secret("quiet-token-0123456789")
 
 
 @pytest.fixture

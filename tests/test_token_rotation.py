@@ -12,10 +12,10 @@ from structlog.testing import capture_logs
 from service.client import create_channel, say_hello
 from service.server import BuiltServer
 
-from .conftest import Pki, client_settings, running, server_settings
+from .conftest import Pki, client_settings, running, secret, server_settings
 
-OLD = "old-token-0123456789abcdef"
-NEW = "new-token-0123456789abcdef"
+OLD = secret("old-token-0123456789abcdef")
+NEW = secret("new-token-0123456789abcdef")
 
 
 def replace(path: Path, text: str) -> None:
