@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -101,11 +103,33 @@ def _stub(channel: grpc.aio.Channel) -> helloworld_pb2_grpc.HelloWorldServiceStu
     return helloworld_pb2_grpc.HelloWorldServiceStub(channel)
 
 
+T = TypeVar("T")
+# grpc retries a call only while no response has begun. A backend that dies after it began the
+# response fails the call with UNAVAILABLE; an idempotent unary call can simply be made again.
+AGAIN_ATTEMPTS = 3
+
+
+async def _again_if_unavailable(call: Callable[[], Awaitable[T]]) -> T:
+    for attempt in range(AGAIN_ATTEMPTS):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == AGAIN_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 async def say_hello(
     channel: grpc.aio.Channel, name: str, *, timeout: float = DEFAULT_TIMEOUT, request_id: str | None = None
 ) -> str:
-    """Call SayHello and return the greeting; raises grpc.aio.AioRpcError on failure."""
-    reply = await _stub(channel).SayHello(pb.HelloRequest(name=name), timeout=timeout, metadata=_metadata(request_id))
+    """Call SayHello and return the greeting; raises grpc.aio.AioRpcError on failure.
+
+    ``timeout`` bounds each attempt; a call that fails UNAVAILABLE is made again (it is idempotent).
+    """
+    metadata = _metadata(request_id)
+    request = pb.HelloRequest(name=name)
+    reply = await _again_if_unavailable(lambda: _stub(channel).SayHello(request, timeout=timeout, metadata=metadata))
     return str(reply.message)
 
 
@@ -132,9 +156,14 @@ async def say_hello_to_many(
     timeout: float = DEFAULT_TIMEOUT,
     request_id: str | None = None,
 ) -> str:
-    """SayHelloToMany: streams the names and returns the one greeting for all of them."""
-    requests = (pb.SayHelloToManyRequest(name=name) for name in names)
-    reply = await _stub(channel).SayHelloToMany(requests, timeout=timeout, metadata=_metadata(request_id))
+    """SayHelloToMany: streams the names and returns the one greeting for all of them (made again if UNAVAILABLE)."""
+    metadata, names = _metadata(request_id), list(names)
+
+    def call() -> Awaitable[pb.SayHelloToManyResponse]:
+        requests = (pb.SayHelloToManyRequest(name=name) for name in names)
+        return _stub(channel).SayHelloToMany(requests, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
+
+    reply = await _again_if_unavailable(call)
     return str(reply.message)
 
 

@@ -9,6 +9,8 @@ import socket
 import ssl
 from pathlib import Path
 
+import grpc
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from structlog.testing import capture_logs
@@ -87,3 +89,26 @@ async def test_a_bad_replacement_keeps_the_last_good_certificate(pki: Pki, other
     errors = [entry for entry in logs if entry["log_level"] == "error"]
     assert [entry["event"] for entry in errors] == ["certificate files rejected; keeping the last good ones"]
     assert "does not match the certificate" in errors[0]["problem"]
+
+
+async def test_client_ca_bundle_rotation_accepts_old_and_new_during_the_change(
+    pki: Pki, other_pki: Pki, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "client-ca.pem"
+    shutil.copy(pki.ca, bundle)
+    tls = {"cert_file": pki.server, "key_file": pki.server_key, "client_ca_file": bundle, "reload_seconds": 0}
+    old_client = client_settings(pki, 0, cert_file=pki.client, key_file=pki.client_key)
+    new_client = client_settings(pki, 0, cert_file=other_pki.client, key_file=other_pki.client_key)
+    async with running(server_settings(pki, tls=tls)) as built:
+        old_client, new_client = (
+            c.model_copy(update={"target": f"127.0.0.1:{built.port}"}) for c in (old_client, new_client)
+        )
+        async with create_channel(new_client) as channel:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await say_hello(channel, "too early")
+        # During the change the bundle holds both CAs: clients of either are accepted.
+        (tmp_path / "bundle.new").write_bytes(pki.ca.read_bytes() + other_pki.ca.read_bytes())
+        os.replace(tmp_path / "bundle.new", bundle)
+        for settings in (old_client, new_client):
+            async with create_channel(settings) as channel:
+                assert await say_hello(channel, "both") == "Hello, both!"

@@ -22,7 +22,8 @@ async def hello_client(*args: str | Path, **env: object) -> tuple[int, str, str]
 
 
 def _args(pki: Pki, port: int, *extra: str | Path) -> list[str | Path]:
-    return ["--target", f"localhost:{port}", "--ca", pki.ca, "--token-file", pki.token_file, *extra]
+    # 127.0.0.1, where the test servers listen (localhost would also try ::1, where nothing does).
+    return ["--target", f"127.0.0.1:{port}", "--ca", pki.ca, "--token-file", pki.token_file, *extra]
 
 
 def _one_line(stderr: str) -> str:
@@ -87,7 +88,7 @@ async def test_untrusted_server_certificate(server: BuiltServer, pki: Pki, other
     code, _, err = await hello_client(*_args(pki, server.port, "--ca", other_pki.ca), "say", "x")
     assert code == 1
     assert _failure(err) == (
-        f"hello-client: localhost:{server.port}: TLS handshake failed: certificate not trusted (UNAVAILABLE)"
+        f"hello-client: 127.0.0.1:{server.port}: TLS handshake failed: certificate not trusted (UNAVAILABLE)"
     )
 
 

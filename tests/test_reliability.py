@@ -5,19 +5,21 @@ Real server processes; our async client makes the load: bounded in calls and in 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 
 from service.client import create_channel, say_hello
 
-from .conftest import Pki, client_settings
+from .conftest import Pki, client_settings, secret
 from .processes import BIN, ServerProcess, pki_env
 
 LOAD_SECONDS = 8.0
@@ -128,3 +130,19 @@ async def test_retries_absorb_a_killed_backend(pki: Pki, servers: list[ServerPro
     sent, failures = await work
     assert failures == []
     assert len(sent) > 100
+
+
+async def test_token_rotation_under_load(pki: Pki, servers: list[ServerProcess], tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    kept, added = secret("kept-token-0123456789abcdef"), secret("added-token-0123456789abcdef")
+    tokens.write_text(f"svc:{kept}\n")
+    _, port = start(pki, servers, HELLO_AUTH__TOKENS_FILE=tokens, HELLO_AUTH__RELOAD_SECONDS=0.2)
+    work = asyncio.ensure_future(load(pki, f"localhost:{port}", 3.0, token=kept))
+    await asyncio.sleep(1.0)
+    (tmp_path / "tokens.new").write_text(f"svc:{kept}\nnew:{added}\n")
+    os.replace(tmp_path / "tokens.new", tokens)
+    sent, failures = await work
+    assert failures == []  # the token kept across the rotation never failed
+    assert len(sent) > 100
+    async with create_channel(client_settings(pki, port, token=added)) as channel:
+        assert await say_hello(channel, "added") == "Hello, added!"
