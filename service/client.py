@@ -7,17 +7,18 @@ import json
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
-from opentelemetry.sdk.trace import TracerProvider
 
 from .credentials import channel_credentials
 from .generated.rpc_package import helloworld_pb2 as pb
 from .generated.rpc_package import helloworld_pb2_grpc
 from .settings import ClientSettings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 DEFAULT_TIMEOUT = ClientSettings.model_fields["timeout"].default
 REQUEST_ID = "x-request-id"
@@ -89,7 +90,12 @@ async def create_channel(
     CLIENT span whose context travels to the server in the call's metadata.
     """
     options = channel_options(settings, watch_health=watch_health)
-    interceptors = aio_client_interceptors(tracer_provider=tracer) if tracer is not None else None  # type: ignore[no-untyped-call]
+    interceptors = None
+    if tracer is not None:
+        # Imported only when tracing: the instrumentation package weighs several MiB.
+        from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+        interceptors = aio_client_interceptors(tracer_provider=tracer)  # type: ignore[no-untyped-call]
     if settings.plaintext:
         async with grpc.aio.insecure_channel(settings.target, options=options, interceptors=interceptors) as channel:
             yield channel

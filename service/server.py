@@ -6,13 +6,13 @@ import datetime as dt
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
 from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
-from opentelemetry.sdk.trace import TracerProvider
 
 from . import __version__, hello
 from .auth import Authenticate, all_of, bearer_authenticator, mtls_authenticator
@@ -36,7 +36,9 @@ from .policy import Policy, PolicyError
 from .reloading import ServerCertificates
 from .settings import AuthSettings, Settings, env_name
 from .tokens import TokenFile, TokenFileError
-from .tracing import tracer_provider
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 EXPIRY_WARNING = dt.timedelta(days=30)
 SERVICE_FILES: tuple[FileDescriptor, ...] = (
@@ -236,6 +238,9 @@ async def build_server(
     if tls is not None:
         metrics.certificate_expires(tls.not_after)
     if settings.tracing.enabled and tracer is None:
+        # Imported only when tracing is on: the SDK and the OTLP exporter weigh ~15 MiB of memory.
+        from .tracing import tracer_provider
+
         tracer = tracer_provider(settings.tracing)
     tracer = tracer if settings.tracing.enabled else None
     interceptors = _interceptors(settings, tls, metrics, tracer)
