@@ -45,6 +45,13 @@ def issue(pki: Pki) -> tuple[bytes, bytes, int]:
     return cert.public_bytes(serialization.Encoding.PEM), pem_key, cert.serial_number
 
 
+def rotatable_tls(pki: Pki, directory: Path) -> dict[str, object]:
+    """TLS settings on copies of the server's files in ``directory``, checked at every new connection."""
+    for name in ("server.pem", "server-key.pem"):
+        shutil.copy(pki.dir / name, directory / name)
+    return {"cert_file": directory / "server.pem", "key_file": directory / "server-key.pem", "reload_seconds": 0}
+
+
 def install(directory: Path, cert: bytes, key: bytes) -> None:
     """Replace both files, each in one step (a Secret volume swaps them together)."""
     for name, data in (("server-key.pem", key), ("server.pem", cert)):
@@ -53,9 +60,7 @@ def install(directory: Path, cert: bytes, key: bytes) -> None:
 
 
 async def test_new_connections_get_the_new_certificate_and_old_ones_keep_working(pki: Pki, tmp_path: Path) -> None:
-    for name in ("server.pem", "server-key.pem"):
-        shutil.copy(pki.dir / name, tmp_path / name)
-    tls = {"cert_file": tmp_path / "server.pem", "key_file": tmp_path / "server-key.pem", "reload_seconds": 0}
+    tls = rotatable_tls(pki, tmp_path)
     with capture_logs() as logs:
         async with running(server_settings(pki, tls=tls)) as built:
             before = await asyncio.to_thread(served_serial, built.port, pki.ca)
@@ -74,9 +79,7 @@ async def test_new_connections_get_the_new_certificate_and_old_ones_keep_working
 
 
 async def test_a_bad_replacement_keeps_the_last_good_certificate(pki: Pki, other_pki: Pki, tmp_path: Path) -> None:
-    for name in ("server.pem", "server-key.pem"):
-        shutil.copy(pki.dir / name, tmp_path / name)
-    tls = {"cert_file": tmp_path / "server.pem", "key_file": tmp_path / "server-key.pem", "reload_seconds": 0}
+    tls = rotatable_tls(pki, tmp_path)
     with capture_logs() as logs:
         async with running(server_settings(pki, tls=tls)) as built:
             before = await asyncio.to_thread(served_serial, built.port, pki.ca)

@@ -106,6 +106,25 @@ def wrap_handler(
     return handler._replace(**{kind: wrapped})
 
 
+class WrappedHandlers:
+    """Wrapped handlers cached per (name, inner handler): each method is wrapped once, not per call.
+
+    An entry holds the inner handler itself, so its id cannot be reused while it is cached.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def get(
+        self, name: str, handler: grpc.RpcMethodHandler, build: Callable[[], grpc.RpcMethodHandler]
+    ) -> grpc.RpcMethodHandler:
+        entry = self._entries.get((name, id(handler)))
+        if entry is None:
+            entry = (handler, build())
+            self._entries[(name, id(handler))] = entry
+        return entry[1]
+
+
 class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """An interceptor that wraps each method handler once and reuses the result for every call.
 
@@ -114,7 +133,7 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """
 
     def __init__(self) -> None:
-        self._wrapped: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped = WrappedHandlers()
 
     def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         raise NotImplementedError
@@ -125,12 +144,7 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None:
             return None
-        # The entry holds the inner handler itself, so its id cannot be reused while cached.
-        entry = self._wrapped.get(id(handler))
-        if entry is None:
-            entry = (handler, self.wrap(handler))
-            self._wrapped[id(handler)] = entry
-        return entry[1]
+        return self._wrapped.get("", handler, lambda: self.wrap(handler))
 
 
 class PerMethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -143,7 +157,7 @@ class PerMethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, known_methods: Iterable[str], unknown_method: str = "/unknown/unknown") -> None:
         self._known = frozenset(known_methods)
         self._unknown = unknown_method
-        self._wrapped: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped = WrappedHandlers()
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         raise NotImplementedError
@@ -155,9 +169,4 @@ class PerMethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method = details.method if details.method in self._known else self._unknown
-        key = (method, id(handler))
-        entry = self._wrapped.get(key)
-        if entry is None:
-            entry = (handler, self.wrap(method, handler))
-            self._wrapped[key] = entry
-        return entry[1]
+        return self._wrapped.get(method, handler, lambda: self.wrap(method, handler))

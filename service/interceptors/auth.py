@@ -13,7 +13,7 @@ import structlog
 
 from ..auth import Authenticate, AuthError
 from ..limits import Buckets
-from ._wrap import Continuation, wrap_handler
+from ._wrap import Continuation, WrappedHandlers, wrap_handler
 
 Authorize = Callable[[str, str], bool]
 
@@ -63,7 +63,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # without a look at its credentials until the bucket refills, so guessing tokens is slow.
         self._failures = failures
         self._public = frozenset(public_services)
-        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._guarded = WrappedHandlers()
         self._unknown = wrap_handler(_UNKNOWN_METHOD, self._guard(None))
 
     async def intercept_service(
@@ -74,12 +74,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         if handler is None:
             return self._unknown
-        # Registered methods are few and fixed, so this stays small whatever callers send.
-        entry = self._guarded.get(details.method)
-        if entry is None or entry[0] is not handler:
-            entry = (handler, wrap_handler(handler, self._guard(details.method)))
-            self._guarded[details.method] = entry
-        return entry[1]
+        # Only registered methods get here (unknown ones returned above): the cache stays small.
+        return self._guarded.get(details.method, handler, lambda: wrap_handler(handler, self._guard(details.method)))
 
     def _guard(self, method: str | None) -> Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]:
         @asynccontextmanager
