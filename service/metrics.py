@@ -97,7 +97,10 @@ class ServerMetrics:
         self._sent = Counter(
             "grpc_server_msg_sent_total", "gRPC stream messages sent by the server.", METHOD_LABELS, registry=registry
         )
-        self.in_flight = Gauge("hello_server_calls_in_flight", "Calls being handled now.", registry=registry)
+        # multiprocess_mode says how workers' values add up (prometheus-client's multiprocess mode).
+        self.in_flight = Gauge(
+            "hello_server_calls_in_flight", "Calls being handled now.", registry=registry, multiprocess_mode="livesum"
+        )
         self._auth_failures = Counter(
             "hello_auth_failures_total", "Calls refused by auth, by reason.", ("reason",), registry=registry
         )
@@ -108,6 +111,7 @@ class ServerMetrics:
             "hello_server_certificate_expiry_timestamp_seconds",
             "When the server's TLS certificate expires (seconds since the epoch).",
             registry=registry,
+            multiprocess_mode="min",
         )
         build_info = Gauge(
             "hello_build_info",
@@ -137,6 +141,15 @@ class ServerMetrics:
 
     def certificate_expires(self, not_after: dt.datetime) -> None:
         self.certificate_expiry.set(not_after.timestamp())
+
+
+def workers_registry(directory: str) -> CollectorRegistry:
+    """A registry adding up the metrics that workers write to ``directory`` (their PROMETHEUS_MULTIPROC_DIR)."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from wsgiref.simple_server import WSGIServer
 
 import structlog
@@ -26,6 +27,8 @@ async def _until_first(*awaitables: Awaitable[object]) -> None:
     finally:
         for task in tasks:
             task.cancel()
+        # Collect the cancellations, so none is reported as an exception never retrieved.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _serve_metrics(settings: Settings, built: BuiltServer) -> tuple[WSGIServer | None, int | None]:
@@ -39,13 +42,31 @@ def _serve_metrics(settings: Settings, built: BuiltServer) -> tuple[WSGIServer |
     return http, int(http.server_port)
 
 
-async def serve(settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldServiceServicer | None = None) -> int:
+async def _stop_when_orphaned(stop: Callable[[signal.Signals], None]) -> None:
+    """A worker whose supervisor died (even by SIGKILL) stops as if told to: no worker outlives it."""
+    supervisor = os.getppid()
+    # A poll: nothing signals a process when its parent dies (prctl's PDEATHSIG needs a pre-exec hook).
+    while os.getppid() == supervisor:  # noqa: ASYNC110
+        await asyncio.sleep(1.0)
+    log.warning("supervisor gone: stopping", supervisor=supervisor)
+    stop(signal.SIGTERM)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    servicer: helloworld_pb2_grpc.HelloWorldServiceServicer | None = None,
+    ready_fd: int | None = None,
+) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully; returns the process exit code.
 
-    A second signal skips what is left of the drain and the grace period and exits 1.
+    A second signal skips what is left of the drain and the grace period and exits 1. With
+    ``ready_fd`` this process is a worker: it shares its ports with the other workers, leaves
+    /metrics to its supervisor, and writes a byte to ``ready_fd`` once it serves.
     """
-    built = await build_server(settings, servicer=servicer)
-    metrics_http, metrics_port = _serve_metrics(settings, built)
+    worker = ready_fd is not None
+    built = await build_server(settings, servicer=servicer, shared_port=worker)
+    metrics_http, metrics_port = (None, None) if worker else _serve_metrics(settings, built)
     loop = asyncio.get_running_loop()
     stopping, forced = asyncio.Event(), asyncio.Event()
 
@@ -59,11 +80,16 @@ async def serve(settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldS
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    orphan_watch = asyncio.ensure_future(_stop_when_orphaned(on_signal)) if worker else None
     try:
         for server in built.servers:
             await server.start()
+        if ready_fd is not None:
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
         log.info(
             "serving",
+            pid=os.getpid(),
             host=settings.host,
             port=built.port,
             health_port=built.health_port,
@@ -88,6 +114,8 @@ async def serve(settings: Settings, *, servicer: helloworld_pb2_grpc.HelloWorldS
         if forced.is_set():
             await asyncio.gather(*(s.stop(None) for s in built.servers))
     finally:
+        if orphan_watch is not None:
+            orphan_watch.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         if metrics_http is not None:

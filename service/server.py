@@ -122,14 +122,15 @@ def _tls(settings: Settings) -> ServerTls | None:
     return None
 
 
-def _options(settings: Settings) -> list[tuple[str, int]]:
+def _options(settings: Settings, shared_port: bool) -> list[tuple[str, int]]:
     def ms(seconds: float) -> int:
         return int(seconds * 1000)
 
     policy = settings.grpc
     return [
-        # grpc turns SO_REUSEPORT on, which lets a second server silently share a busy port.
-        ("grpc.so_reuseport", 0),
+        # grpc turns SO_REUSEPORT on, which lets a second server silently share a busy port; only
+        # the workers of one supervisor share theirs (the supervisor checked the port was free).
+        ("grpc.so_reuseport", int(shared_port)),
         # grpc refuses bigger requests itself (RESOURCE_EXHAUSTED, before any Python code runs);
         # the wire interceptor checks replies first, so they fail with a clear message.
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -159,14 +160,16 @@ def _bind(
         raise StartupError(f"{setting}: cannot listen on {address}: {_bind_problem(host, port)}") from None
 
 
-def _health_server(settings: Settings, servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int] | None:
+def _health_server(
+    settings: Settings, servicer: health.aio.HealthServicer, shared_port: bool
+) -> tuple[grpc.aio.Server, int] | None:
     """A plaintext listener serving only health, sharing the main server's servicer (and so its statuses)."""
     if settings.health_port == "off":
         return None
     server = grpc.aio.server(
         interceptors=[RequestIdInterceptor(), AccessLogInterceptor(quiet_services=(health.SERVICE_NAME,))],
         options=[
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(shared_port)),
             ("grpc.max_receive_message_length", 4096),
             ("grpc.server_handshake_timeout_ms", int(settings.grpc.handshake_timeout_seconds * 1000)),
         ],
@@ -200,8 +203,9 @@ def _interceptors(
     auth = AuthInterceptor(authenticate, public, allows, on_refusal=metrics.auth_failure, failures=failures)
     known = [f"/{m}" for m in _known_methods(SERVICE_FILES)]
     # Outermost first. The span (when tracing) covers everything, so log lines carry its trace id;
-    # each call gets its request id before anything logs; the access log and metrics see every
-    # outcome, including refusals and mapped errors; the concurrency cap refuses before any work;
+    # each call gets its request id before anything logs; an exception from any layer inside
+    # becomes INTERNAL without internals; the access log and metrics see every outcome, including
+    # refusals (an exception counts as the INTERNAL it becomes); the concurrency cap refuses before any work;
     # the rate limit needs the principal auth names; the wire layer is innermost so that a refused
     # call's body is never decoded.
     tracing = [TracingInterceptor(tracer.get_tracer("hello-grpc-service"), known)] if tracer else []
@@ -212,9 +216,9 @@ def _interceptors(
     return [
         *tracing,
         RequestIdInterceptor(),
+        ErrorInterceptor(),
         AccessLogInterceptor(quiet_services=(health.SERVICE_NAME,)),
         MetricsInterceptor(metrics, known),
-        ErrorInterceptor(),
         ConcurrencyLimitInterceptor(limits.max_concurrent_calls, on_limited=metrics.limited),
         auth,
         *rate,
@@ -227,10 +231,12 @@ async def build_server(
     *,
     servicer: helloworld_pb2_grpc.HelloWorldServiceServicer | None = None,
     tracer: TracerProvider | None = None,
+    shared_port: bool = False,
 ) -> BuiltServer:
     """Check the settings and build the server; raises ConfigError or StartupError with one clear line.
 
     ``servicer`` replaces the Hello servicer (a team that copies this service plugs its own in).
+    ``shared_port`` lets the workers of one supervisor listen on the same ports (SO_REUSEPORT).
     With HELLO_TRACING__ENABLED, spans go to ``tracer``, else to an OTLP exporter built from the settings.
     """
     tls = _tls(settings)
@@ -244,7 +250,7 @@ async def build_server(
         tracer = tracer_provider(settings.tracing)
     tracer = tracer if settings.tracing.enabled else None
     interceptors = _interceptors(settings, tls, metrics, tracer)
-    server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
+    server = grpc.aio.server(interceptors=interceptors, options=_options(settings, shared_port))
     helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(
         servicer or hello.HelloServicer(max_name_length=settings.max_name_length), server
     )
@@ -268,7 +274,7 @@ async def build_server(
         )
         credentials = certificates.credentials()
     port = _bind(server, env_name("port"), settings.host, settings.port, credentials)
-    health_server, health_port = _health_server(settings, health_servicer) or (None, None)
+    health_server, health_port = _health_server(settings, health_servicer, shared_port) or (None, None)
     return BuiltServer(
         server=server,
         port=port,

@@ -140,6 +140,12 @@ class Settings(BaseSettings):
     grpc: GrpcSettings = GrpcSettings()
     tracing: TracingSettings = TracingSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    # Processes serving the same ports (SO_REUSEPORT), supervised by the first; "auto": one per core.
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
+
+    def worker_count(self, cores: int) -> int:
+        return cores if self.workers == "auto" else self.workers
+
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     drain_seconds: float = Field(default=0.0, ge=0)
     max_name_length: int = Field(default=256, ge=1, le=65536)

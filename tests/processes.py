@@ -98,8 +98,13 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+            # SIGTERM first: a supervisor then stops its workers; SIGKILL only if it will not stop.
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
         # The server's own output joins what the end-of-session secret scan reads.
         from .conftest import CAPTURED
 

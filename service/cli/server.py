@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
 from ..errors import StartupError
 from ..settings import Settings, load
+from ..workers import READY_FD, supervise
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,10 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load(Settings, args.env_file)
         from ..logs import configure_logging
-        from ..runner import serve
 
         configure_logging(settings.log)
-        return asyncio.run(serve(settings))
+        ready_fd = os.environ.pop(READY_FD, None)
+        if ready_fd is None:
+            count = settings.worker_count(os.cpu_count() or 1)
+            if count > 1:
+                return supervise(settings, count, sys.argv[1:] if argv is None else argv)
+        else:
+            # A worker inherits its supervisor's blocked signals; it handles its own.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+        from ..runner import serve
+
+        return asyncio.run(serve(settings, ready_fd=None if ready_fd is None else int(ready_fd)))
     except StartupError as exc:
         print(f"hello-server: {exc}", file=sys.stderr)
         return exc.exit_code

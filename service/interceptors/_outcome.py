@@ -19,7 +19,11 @@ def _status(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc
 
 
 class Outcome:
-    """Filled in when the wrapped call ends: UNKNOWN unless something better is known."""
+    """Filled in when the wrapped call ends: UNKNOWN unless something better is known.
+
+    An exception that is not grpc's counts as INTERNAL: the error interceptor, outside the
+    layers that record outcomes, turns it into exactly that.
+    """
 
     __slots__ = ("code",)
 
@@ -39,4 +43,7 @@ async def outcome(context: grpc.aio.ServicerContext, result: Outcome) -> AsyncIt
         raise
     except (asyncio.CancelledError, GeneratorExit):
         result.code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception:
+        result.code = grpc.StatusCode.INTERNAL
         raise
