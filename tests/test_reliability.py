@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import time
 import urllib.request
@@ -21,6 +22,7 @@ from service.client import create_channel, say_hello
 
 from .conftest import Pki, client_settings, secret
 from .processes import BIN, ServerProcess, pki_env
+from .test_cert_rotation import install, issue, served_serial
 
 LOAD_SECONDS = 8.0
 MAX_CALLS = 200_000
@@ -146,3 +148,24 @@ async def test_token_rotation_under_load(pki: Pki, servers: list[ServerProcess],
     assert len(sent) > 100
     async with create_channel(client_settings(pki, port, token=added)) as channel:
         assert await say_hello(channel, "added") == "Hello, added!"
+
+
+async def test_certificate_rotation_under_load(pki: Pki, servers: list[ServerProcess], tmp_path: Path) -> None:
+    for name in ("server.pem", "server-key.pem"):
+        shutil.copy(pki.dir / name, tmp_path / name)
+    _, port = start(
+        pki,
+        servers,
+        HELLO_TLS__CERT_FILE=tmp_path / "server.pem",
+        HELLO_TLS__KEY_FILE=tmp_path / "server-key.pem",
+        HELLO_TLS__RELOAD_SECONDS=0,
+    )
+    # Short-lived channels keep making new connections, so some handshakes see each certificate.
+    work = asyncio.ensure_future(load(pki, f"localhost:{port}", 3.0, channels=4, concurrency=16))
+    await asyncio.sleep(1.0)
+    cert, key, serial = issue(pki)
+    install(tmp_path, cert, key)
+    sent, failures = await work
+    assert failures == []
+    assert len(sent) > 100
+    assert await asyncio.to_thread(served_serial, port, pki.ca) == serial

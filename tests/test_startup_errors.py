@@ -146,6 +146,13 @@ def test_expired_certificate(pki: Pki, tmp_path: Path) -> None:
     assert code == 2
 
 
+def test_not_yet_valid_certificate(pki: Pki, tmp_path: Path) -> None:
+    cert, key = _write_cert_pair(tmp_path, days=30, start=dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
+    code, stderr = _start(pki_env(pki, HELLO_TLS__CERT_FILE=cert, HELLO_TLS__KEY_FILE=key))
+    _assert_one_line(stderr, "HELLO_TLS__CERT_FILE", "the certificate is not valid before")
+    assert code == 2
+
+
 def test_missing_env_file(pki: Pki, tmp_path: Path) -> None:
     code, stderr = _start(pki_env(pki), "--env-file", str(tmp_path / "nope.env"))
     _assert_one_line(stderr, "no such file", "nope.env")
