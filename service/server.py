@@ -219,7 +219,7 @@ def _interceptors(
         ErrorInterceptor(),
         AccessLogInterceptor(quiet_services=(health.SERVICE_NAME,)),
         MetricsInterceptor(metrics, known),
-        ConcurrencyLimitInterceptor(limits.max_concurrent_calls, on_limited=metrics.limited),
+        ConcurrencyLimitInterceptor(limits.max_concurrent_calls, (health.SERVICE_NAME,), on_limited=metrics.limited),
         auth,
         *rate,
         WireInterceptor(settings.max_message_bytes),

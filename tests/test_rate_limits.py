@@ -76,6 +76,8 @@ async def test_concurrency_cap_refuses_beyond_it_and_recovers(pki: Pki) -> None:
             while servicer.entered < 2:  # noqa: ASYNC110 - both calls reach the handler within a few loop turns
                 await asyncio.sleep(0)
             refused = await _code(channel, "third")
+            # Health is exempt: probes get through a full server.
+            assert await check_health(channel) == "SERVING"
             servicer.release.set()
             assert await asyncio.gather(*held) == ["Hello, held0!", "Hello, held1!"]
             assert await _code(channel, "after") is None

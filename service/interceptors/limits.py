@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
 import grpc
 
 from ..limits import Buckets
-from ._wrap import WrappingInterceptor, wrap_handler
+from ._wrap import Continuation, WrappingInterceptor, wrap_handler
 from .auth import current_principal
 from .request_id import HEADER, current_request_id
 
 
 class ConcurrencyLimitInterceptor(WrappingInterceptor):
-    """Refuses calls beyond ``max_calls`` in flight, before auth, so a flood cannot queue without bound."""
+    """Refuses calls beyond ``max_calls`` in flight, before auth, so a flood cannot queue without bound.
 
-    def __init__(self, max_calls: int, on_limited: Callable[[str], None] = lambda _limit: None) -> None:
+    Calls to ``exempt_services`` (health) neither count nor are refused: probes must get through a
+    full server, and every client that watches health holds a Watch stream open all the time.
+    """
+
+    def __init__(
+        self,
+        max_calls: int,
+        exempt_services: Iterable[str] = (),
+        on_limited: Callable[[str], None] = lambda _limit: None,
+    ) -> None:
         super().__init__()
         self._max, self._on_limited = max_calls, on_limited
+        self._exempt = tuple(f"/{service}/" for service in exempt_services)
         self._in_flight = 0
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        if details.method.startswith(self._exempt):
+            return await continuation(details)
+        return await super().intercept_service(continuation, details)
 
     def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         return wrap_handler(handler, self._slot)
