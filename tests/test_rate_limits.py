@@ -43,6 +43,8 @@ async def test_noisy_principal_is_limited_and_others_are_not(pki: Pki, tokens: P
             assert await check_health(noisy) == "SERVING"
         async with create_channel(client_settings(pki, built.port, token=QUIET)) as quiet:
             assert [await _code(quiet) for _ in range(3)] == [None, None, None]
+        limited = built.metrics.registry.get_sample_value("hello_rate_limited_total", {"limit": "rate"})
+    assert limited == 2
     assert results[:3] == [None, None, None]
     for error in results[3:]:
         assert error is not None
@@ -81,6 +83,7 @@ async def test_concurrency_cap_refuses_beyond_it_and_recovers(pki: Pki) -> None:
             servicer.release.set()
             assert await asyncio.gather(*held) == ["Hello, held0!", "Hello, held1!"]
             assert await _code(channel, "after") is None
+        assert built.metrics.registry.get_sample_value("hello_rate_limited_total", {"limit": "concurrency"}) == 1
     assert refused is not None
     assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert refused.details() == "server busy: 2 calls in flight; retry shortly"
@@ -100,6 +103,9 @@ async def test_peer_failing_auth_is_refused_while_other_peers_are_served(pki: Pk
             throttled = await _code(same_address)
         async with create_channel(good) as other_address:
             assert await _code(other_address) is None
+        failures = built.metrics.registry.get_sample_value
+        assert failures("hello_auth_failures_total", {"reason": "missing"}) == 3
+        assert failures("hello_auth_failures_total", {"reason": "throttled"}) == 2
     assert [e.code() for e in guesses[:3] if e] == [grpc.StatusCode.UNAUTHENTICATED] * 3
     assert guesses[3] is not None
     assert guesses[3].code() == grpc.StatusCode.RESOURCE_EXHAUSTED
