@@ -31,6 +31,7 @@ class ServerTls:
 
     @property
     def mutual(self) -> bool:
+        """Whether clients must present a certificate (a client CA is configured)."""
         return self.client_ca is not None
 
 

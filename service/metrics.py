@@ -62,6 +62,7 @@ class MethodMetrics:
     _by_code: dict[grpc.StatusCode, Counter] = field(default_factory=dict)
 
     def handled(self, code: grpc.StatusCode) -> Counter:
+        """The grpc_server_handled_total series of this method for ``code``."""
         counter = self._by_code.get(code)
         if counter is None:
             counter = self._by_code[code] = self._handled.labels(*self._labels, GO_CODE_NAMES[code])
@@ -122,6 +123,7 @@ class ServerMetrics:
         build_info.labels(version, grpc.__version__).set(1)
 
     def for_method(self, method: str, kind: str) -> MethodMetrics:
+        """The series of ``method`` ("/pkg.Service/Method") of RPC kind ``kind``, bound once."""
         service, _, name = method.lstrip("/").partition("/")
         labels = (kind, service, name)
         return MethodMetrics(
@@ -134,12 +136,15 @@ class ServerMetrics:
         )
 
     def auth_failure(self, reason: str) -> None:
+        """Count a call auth refused, by reason."""
         self._auth_failures.labels(reason).inc()
 
     def limited(self, limit: str) -> None:
+        """Count a call a limit refused: rate or concurrency."""
         self._limited.labels(limit).inc()
 
     def certificate_expires(self, not_after: dt.datetime) -> None:
+        """Record when the certificate in use expires."""
         self.certificate_expiry.set(not_after.timestamp())
 
 

@@ -43,6 +43,7 @@ class Policy:
         self._default = grants.get("*", _Grant(False, frozenset(), frozenset()))
 
     def allows(self, principal: str, method: str) -> bool:
+        """Whether ``principal`` may call ``method`` ("/pkg.Service/Method")."""
         return self._grants.get(principal, self._default).allows(method)
 
     @classmethod

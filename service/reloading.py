@@ -20,6 +20,7 @@ from .settings import TlsSettings
 
 
 def certificate_configuration(tls: ServerTls) -> Any:
+    """grpc's certificate configuration for ``tls``."""
     return grpc.ssl_server_certificate_configuration([(tls.key, tls.chain)], root_certificates=tls.client_ca)
 
 
@@ -47,6 +48,7 @@ class ServerCertificates:
         self.current = initial
 
     def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials that ask ``fetch`` for the current certificates at each new connection."""
         return grpc.dynamic_ssl_server_credentials(
             certificate_configuration(self.current),
             self.fetch,

@@ -67,6 +67,7 @@ class BuiltServer:
 
     @property
     def servers(self) -> tuple[grpc.aio.Server, ...]:
+        """Every server to start and stop: the main one and, when on, the health-only one."""
         return (self.server,) if self.health_server is None else (self.server, self.health_server)
 
 

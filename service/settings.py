@@ -36,6 +36,7 @@ class TlsSettings(BaseModel):
 
     @property
     def enabled(self) -> bool:
+        """Whether any TLS file is configured (then both certificate and key must be)."""
         return self.cert_file is not None or self.key_file is not None
 
 
@@ -144,6 +145,7 @@ class Settings(BaseSettings):
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
 
     def worker_count(self, cores: int) -> int:
+        """How many worker processes to run on a machine with ``cores`` cores."""
         return cores if self.workers == "auto" else self.workers
 
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
@@ -176,6 +178,7 @@ class ClientSettings(BaseSettings):
 
     @property
     def balanced(self) -> bool:
+        """Whether the channel watches its backends' health (see ``watch_health``)."""
         if self.watch_health is not None:
             return self.watch_health
         return self.target.startswith("dns:") or "," in self.target

@@ -10,6 +10,7 @@ from ..certs import DEFAULT_SANS, write_dev_pki
 
 
 def main(argv: list[str] | None = None) -> int:
+    """hello-certs: write the dev PKI; exit 0, or 1 with one line on stderr."""
     parser = argparse.ArgumentParser(
         prog="hello-certs",
         description="Write a dev CA, server and client certificates and a bearer token. Not for production.",

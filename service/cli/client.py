@@ -129,6 +129,7 @@ async def _run(args: argparse.Namespace, settings: ClientSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """hello-client: exit 0 on success, 1 when the call failed, 2 for bad usage or settings."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # see cli/server.py: keep grpc's C core off stderr
     overrides = {

@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """hello-server: serve until stopped; the exit code says how it ended (0, 1, or 2 for configuration)."""
     args = _parser().parse_args(argv)
     # grpc's C core writes its own lines to stderr, which would break the one-line errors and
     # the JSON log stream; it reads this once, when grpc is first imported (below).
