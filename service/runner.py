@@ -10,11 +10,11 @@ from wsgiref.simple_server import WSGIServer
 
 import structlog
 
-from .errors import StartupError
 from .generated.rpc_package import helloworld_pb2_grpc
 from .metrics import serve_metrics
+from .ports import cannot_listen
 from .server import BuiltServer, build_server
-from .settings import Settings, env_name
+from .settings import Settings
 
 log = structlog.get_logger("hello.server")
 
@@ -37,8 +37,7 @@ def _serve_metrics(settings: Settings, built: BuiltServer) -> tuple[WSGIServer |
     try:
         http, _ = serve_metrics(built.metrics.registry, settings.host, settings.metrics_port)
     except OSError as exc:
-        address = f"{settings.host}:{settings.metrics_port}"
-        raise StartupError(f"{env_name('metrics_port')}: cannot listen on {address}: {exc.strerror}") from None
+        raise cannot_listen("metrics_port", settings.host, settings.metrics_port, str(exc.strerror)) from None
     return http, int(http.server_port)
 
 

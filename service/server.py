@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,7 +16,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from . import __version__, hello
 from .auth import Authenticate, all_of, bearer_authenticator, mtls_authenticator
 from .credentials import CERT_FILE, CLIENT_CA_FILE, ServerTls, load_server_tls
-from .errors import ConfigError, StartupError
+from .errors import ConfigError
 from .generated.rpc_package import helloworld_pb2, helloworld_pb2_grpc
 from .interceptors import (
     AccessLogInterceptor,
@@ -33,6 +32,7 @@ from .interceptors import (
 from .limits import Buckets
 from .metrics import ServerMetrics
 from .policy import Policy, PolicyError
+from .ports import bind_problem, cannot_listen
 from .reloading import ServerCertificates
 from .settings import AuthSettings, Settings, env_name
 from .tokens import TokenFile, TokenFileError
@@ -149,16 +149,16 @@ def _options(settings: Settings, shared_port: bool) -> list[tuple[str, int]]:
     ]
 
 
-def _bind(
-    server: grpc.aio.Server, setting: str, host: str, port: int, credentials: grpc.ServerCredentials | None
-) -> int:
+def _bind(server: grpc.aio.Server, field: str, host: str, port: int, credentials: grpc.ServerCredentials | None) -> int:
     address = f"{host}:{port}"
     try:
         if credentials is None:
             return int(server.add_insecure_port(address))
         return int(server.add_secure_port(address, credentials))
     except RuntimeError:
-        raise StartupError(f"{setting}: cannot listen on {address}: {_bind_problem(host, port)}") from None
+        # grpc only says it could not bind; ask the OS why, with a socket of our own.
+        problem = bind_problem(host, port) or "grpc could not bind it"
+        raise cannot_listen(field, host, port, problem) from None
 
 
 def _health_server(
@@ -176,19 +176,7 @@ def _health_server(
         ],
     )
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    return server, _bind(server, env_name("health_port"), settings.host, settings.health_port, None)
-
-
-def _bind_problem(host: str, port: int) -> str:
-    """grpc only says it could not bind; ask the OS why, with a socket of our own."""
-    host = host.strip("[]")
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((host, port))
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return "grpc could not bind it"
+    return server, _bind(server, "health_port", settings.host, settings.health_port, None)
 
 
 def _interceptors(
@@ -274,7 +262,7 @@ async def build_server(
             on_reload=lambda t: metrics.certificate_expires(t.not_after),
         )
         credentials = certificates.credentials()
-    port = _bind(server, env_name("port"), settings.host, settings.port, credentials)
+    port = _bind(server, "port", settings.host, settings.port, credentials)
     health_server, health_port = _health_server(settings, health_servicer, shared_port) or (None, None)
     return BuiltServer(
         server=server,

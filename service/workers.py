@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,8 @@ from wsgiref.simple_server import WSGIServer
 
 import structlog
 
-from .errors import ConfigError, StartupError
+from .errors import ConfigError
+from .ports import bind_problem, cannot_listen
 from .settings import Settings, env_name
 
 log = structlog.get_logger("hello.workers")
@@ -41,17 +41,9 @@ def check_free(settings: Settings) -> None:
             continue
         if port == 0:
             raise ConfigError(env_name(name), f"several workers ({env_name('workers')}) need a fixed port, not 0")
-        host = settings.host.strip("[]")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            # As the servers do: connections lingering in TIME_WAIT do not make a port busy.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, int(port)))
-            except OSError as exc:
-                raise StartupError(
-                    f"{env_name(name)}: cannot listen on {settings.host}:{port}: {exc.strerror}"
-                ) from None
+        problem = bind_problem(settings.host, int(port))
+        if problem is not None:
+            raise cannot_listen(name, settings.host, int(port), problem)
 
 
 class Worker:

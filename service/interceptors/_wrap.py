@@ -2,7 +2,7 @@
 
 Each interceptor supplies ``around(context)``, an async context manager entered before the handler
 runs and left when it ends, with the handler's exception (if any) thrown into it. Requests and
-responses can be passed through ``Codec`` hooks on their way in and out.
+responses can be passed through inbound and outbound hooks on their way in and out.
 """
 
 from __future__ import annotations
