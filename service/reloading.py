@@ -7,7 +7,6 @@ calls at most once per interval, under a lock; the files are parsed only when th
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ import grpc
 
 from .credentials import ServerTls, load_server_tls
 from .errors import ConfigError
-from .files import signature
+from .files import ChangeWatch
 from .settings import TlsSettings
 
 
@@ -40,11 +39,10 @@ class ServerCertificates:
         log: Any,
         on_reload: Callable[[ServerTls], None] = lambda _tls: None,
     ) -> None:
-        self._settings, self._interval, self._log, self._on_reload = settings, interval, log, on_reload
-        self._paths = [p for p in (settings.cert_file, settings.key_file, settings.client_ca_file) if p is not None]
+        self._settings, self._log, self._on_reload = settings, log, on_reload
+        paths = [p for p in (settings.cert_file, settings.key_file, settings.client_ca_file) if p is not None]
+        self._watch = ChangeWatch(paths, interval)
         self._lock = threading.Lock()
-        self._signature = signature(self._paths)
-        self._next_check = time.monotonic() + interval
         self.current = initial
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -58,14 +56,8 @@ class ServerCertificates:
     def fetch(self) -> Any:
         """grpc's certificate fetcher: a new configuration when the files changed, else None."""
         with self._lock:
-            now = time.monotonic()
-            if now < self._next_check:
+            if not self._watch.changed():
                 return None
-            self._next_check = now + self._interval
-            current = signature(self._paths)
-            if current == self._signature:
-                return None
-            self._signature = current  # a bad set is reported once, and retried when it changes again
             try:
                 tls = load_server_tls(self._settings)
             except ConfigError as exc:

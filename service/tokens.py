@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import signature
+from .files import ChangeWatch
 
 MIN_TOKEN_LENGTH = 16
 
@@ -98,23 +97,17 @@ class TokenFile:
     """
 
     def __init__(self, path: Path, interval: float, log: Any) -> None:
-        self._path, self._interval, self._log = path, interval, log
-        self._signature = signature([path])
+        self._path, self._log = path, log
+        self._watch = ChangeWatch([path], interval)
         self._store = TokenStore.from_file(path)
-        self._next_check = time.monotonic() + interval
 
     def current(self) -> TokenStore:
-        now = time.monotonic()
-        if now >= self._next_check:
-            self._next_check = now + self._interval
-            self._refresh()
+        """The tokens in force, re-read first when the file changed."""
+        if self._watch.changed():
+            self._reload()
         return self._store
 
-    def _refresh(self) -> None:
-        current = signature([self._path])
-        if current == self._signature:
-            return
-        self._signature = current  # a bad file is reported once, and retried when it changes again
+    def _reload(self) -> None:
         try:
             store = TokenStore.from_file(self._path)
         except (OSError, TokenFileError, UnicodeDecodeError) as exc:
