@@ -33,7 +33,6 @@ GO_CODE_NAMES = {
 }
 METHOD_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 # Calls to methods the server does not have share one label set, so callers cannot grow the series.
-UNKNOWN_METHOD = "/unknown/unknown"
 
 # Exposing a *_created series per counter doubles the output for no dashboard's benefit.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]

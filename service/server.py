@@ -11,24 +11,15 @@ import grpc
 import structlog
 from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from . import __version__, hello
 from .auth import Authenticate, all_of, bearer_authenticator, mtls_authenticator
 from .credentials import CERT_FILE, CLIENT_CA_FILE, ServerTls, load_server_tls
 from .errors import ConfigError
 from .generated.rpc_package import helloworld_pb2, helloworld_pb2_grpc
-from .interceptors import (
-    AccessLogInterceptor,
-    AuthInterceptor,
-    ConcurrencyLimitInterceptor,
-    ErrorInterceptor,
-    MetricsInterceptor,
-    RateLimitInterceptor,
-    RequestIdInterceptor,
-    TracingInterceptor,
-    WireInterceptor,
-)
+from .interceptors import AccessLog, Auth, Chain, ConcurrencyLimit, Metrics, RateLimit, RequestId, Tracing, Wire
+from .interceptors._layer import Layer
 from .limits import Buckets
 from .metrics import ServerMetrics
 from .policy import Policy, PolicyError
@@ -168,20 +159,20 @@ def _health_server(
     if settings.health_port == "off":
         return None
     server = grpc.aio.server(
-        interceptors=[RequestIdInterceptor(), AccessLogInterceptor(quiet_services=(health.SERVICE_NAME,))],
         options=[
             ("grpc.so_reuseport", int(shared_port)),
             ("grpc.max_receive_message_length", 4096),
             ("grpc.server_handshake_timeout_ms", int(settings.grpc.handshake_timeout_seconds * 1000)),
         ],
     )
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    chain = Chain([RequestId(), AccessLog(quiet_services=(health.SERVICE_NAME,))])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, chain.register(server))
     return server, _bind(server, "health_port", settings.host, settings.health_port, None)
 
 
-def _interceptors(
+def _layers(
     settings: Settings, tls: ServerTls | None, metrics: ServerMetrics, tracer: TracerProvider | None
-) -> list[grpc.aio.ServerInterceptor]:
+) -> list[Layer]:
     # Health answers probes and load balancers that hold no credentials.
     public = [health.SERVICE_NAME] + ([reflection.SERVICE_NAME] if settings.auth.public_reflection else [])
     policy = _policy(settings.auth)
@@ -189,29 +180,26 @@ def _interceptors(
     allows = policy.allows if policy else (lambda _principal, _method: True)
     limits = settings.rate_limit
     failures = Buckets(limits.auth_failures_per_second, limits.auth_failure_burst)
-    auth = AuthInterceptor(authenticate, public, allows, on_refusal=metrics.auth_failure, failures=failures)
-    known = [f"/{m}" for m in _known_methods(SERVICE_FILES)]
+    auth = Auth(authenticate, public, allows, on_refusal=metrics.auth_failure, failures=failures)
     # Outermost first. The span (when tracing) covers everything, so log lines carry its trace id;
-    # each call gets its request id before anything logs; an exception from any layer inside
-    # becomes INTERNAL without internals; the access log and metrics see every outcome, including
-    # refusals (an exception counts as the INTERNAL it becomes); the concurrency cap refuses before any work;
-    # the rate limit needs the principal auth names; the wire layer is innermost so that a refused
-    # call's body is never decoded.
-    tracing = [TracingInterceptor(tracer.get_tracer("hello-grpc-service"), known)] if tracer else []
-    rate = []
+    # each call gets its request id before anything logs; the access log and metrics see every
+    # outcome, including refusals (the chain turns an exception from any layer into INTERNAL);
+    # the concurrency cap refuses before any work; the rate limit needs the principal auth names;
+    # the wire layer is innermost so that a refused call's body is never decoded.
+    tracing: list[Layer] = [Tracing(tracer.get_tracer("hello-grpc-service"))] if tracer else []
+    rate: list[Layer] = []
     if limits.per_second:
         burst = limits.burst or max(1, int(limits.per_second))
-        rate = [RateLimitInterceptor(limits.per_second, burst, on_limited=metrics.limited)]
+        rate = [RateLimit(limits.per_second, burst, on_limited=metrics.limited)]
     return [
         *tracing,
-        RequestIdInterceptor(),
-        ErrorInterceptor(),
-        AccessLogInterceptor(quiet_services=(health.SERVICE_NAME,)),
-        MetricsInterceptor(metrics, known),
-        ConcurrencyLimitInterceptor(limits.max_concurrent_calls, (health.SERVICE_NAME,), on_limited=metrics.limited),
+        RequestId(),
+        AccessLog(quiet_services=(health.SERVICE_NAME,)),
+        Metrics(metrics),
+        ConcurrencyLimit(limits.max_concurrent_calls, (health.SERVICE_NAME,), on_limited=metrics.limited),
         auth,
         *rate,
-        WireInterceptor(settings.max_message_bytes),
+        Wire(settings.max_message_bytes),
     ]
 
 
@@ -238,16 +226,21 @@ async def build_server(
 
         tracer = tracer_provider(settings.tracing)
     tracer = tracer if settings.tracing.enabled else None
-    interceptors = _interceptors(settings, tls, metrics, tracer)
-    server = grpc.aio.server(interceptors=interceptors, options=_options(settings, shared_port))
+    # No grpc interceptors: the chain wraps each handler once, here, as it is registered.
+    server = grpc.aio.server(options=_options(settings, shared_port))
+    services = Chain(_layers(settings, tls, metrics, tracer)).register(server)
     helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(
-        servicer or hello.HelloServicer(max_name_length=settings.max_name_length), server
+        servicer or hello.HelloServicer(max_name_length=settings.max_name_length), services
     )
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     for service in ("", hello.SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((hello.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    # What reflection.enable_server_reflection does for a grpc.aio.Server, registered through the chain.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer((hello.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)),
+        services,
+    )
 
     credentials = None
     if tls is None:

@@ -1,24 +1,14 @@
-"""Server interceptors, one concern each; build_server orders them (outermost first)."""
+"""The layers around every call, one concern each, and the chain that runs them; build_server orders them."""
 
 from __future__ import annotations
 
-from .access_log import AccessLogInterceptor
-from .auth import AuthInterceptor
-from .errors import ErrorInterceptor
-from .limits import ConcurrencyLimitInterceptor, RateLimitInterceptor
-from .metrics import MetricsInterceptor
-from .request_id import RequestIdInterceptor
-from .tracing import TracingInterceptor
-from .wire import WireInterceptor
+from .access_log import AccessLog
+from .auth import Auth
+from .chain import Chain
+from .limits import ConcurrencyLimit, RateLimit
+from .metrics import Metrics
+from .request_id import RequestId
+from .tracing import Tracing
+from .wire import Wire
 
-__all__ = [
-    "AccessLogInterceptor",
-    "AuthInterceptor",
-    "ConcurrencyLimitInterceptor",
-    "ErrorInterceptor",
-    "MetricsInterceptor",
-    "RateLimitInterceptor",
-    "RequestIdInterceptor",
-    "TracingInterceptor",
-    "WireInterceptor",
-]
+__all__ = ["AccessLog", "Auth", "Chain", "ConcurrencyLimit", "Metrics", "RateLimit", "RequestId", "Tracing", "Wire"]

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 import grpc
 import structlog
 
-from ._outcome import Outcome, outcome
-from ._wrap import Continuation, WrappingInterceptor, wrap_handler
+from ._layer import Call, Hooks, Method
 
 _CALLER_ERRORS = frozenset(
     {
@@ -41,84 +36,45 @@ def level_for(code: grpc.StatusCode) -> str:
     return "warning" if code in _CALLER_ERRORS else "error"
 
 
-@dataclass(slots=True)
-class _Call:
-    method: str
-    started: float
-    user_agent: str | None
-    streaming: bool = False
-    received: int = 0
-    sent: int = 0
+def _received(call: Call) -> None:
+    call.received += 1
 
 
-_current: ContextVar[_Call] = ContextVar("access_log_call")
+def _sent(call: Call) -> None:
+    call.sent += 1
 
 
-async def _received(message: Any, _context: grpc.aio.ServicerContext) -> Any:
-    _current.get().received += 1
-    return message
-
-
-async def _sent(message: Any, _context: grpc.aio.ServicerContext) -> Any:
-    _current.get().sent += 1
-    return message
-
-
-class AccessLogInterceptor(WrappingInterceptor):
+class AccessLog:
     """Logs code, duration_ms, peer, user_agent (and message counts for streams) with the call's context.
 
     The call's context (method, request_id, principal) comes from structlog's contextvars, bound
-    by the request-id and auth interceptors. Calls to ``quiet_services`` that succeed log at debug,
+    by the request-id and auth layers. Calls to ``quiet_services`` that succeed log at debug,
     so probes every few seconds do not flood the log.
     """
 
     def __init__(self, logger: Any = None, quiet_services: tuple[str, ...] = ()) -> None:
-        super().__init__()
         self._log = logger if logger is not None else structlog.get_logger("hello.access")
         self._quiet = tuple(f"/{service}/" for service in quiet_services)
 
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        user_agent = next((v for k, v in details.invocation_metadata or () if k == "user-agent"), None)
-        _current.set(_Call(details.method, time.perf_counter(), user_agent))
-        handler = await super().intercept_service(continuation, details)
-        if handler is None:  # grpc answers UNIMPLEMENTED itself; no Python code runs for the call
-            self._write(_current.get(), grpc.StatusCode.UNIMPLEMENTED, None)
-        return handler
+    def hooks(self, method: Method) -> Hooks:
+        """Counts messages on streams; writes the line at exit."""
+        quiet = method.name.startswith(self._quiet)
+        if method.streaming:
+            return Hooks(exit=lambda call: self._write(call, quiet, True), received=_received, sent=_sent)
+        return Hooks(exit=lambda call: self._write(call, quiet, False))
 
-    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        if not (handler.request_streaming or handler.response_streaming):
-            return wrap_handler(handler, self._logged)
-        return wrap_handler(handler, self._logged_stream, inbound=_received, outbound=_sent)
-
-    @asynccontextmanager
-    async def _logged_stream(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        _current.get().streaming = True  # the line then carries the message counts
-        async with self._logged(context):
-            yield
-
-    @asynccontextmanager
-    async def _logged(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        result = Outcome()
-        try:
-            async with outcome(context, result):
-                yield
-        finally:
-            # grpc percent-encodes IPv6 peers ("ipv6:%5B::1%5D:5000"); log them as people write them.
-            self._write(_current.get(), result.code, unquote(context.peer()))
-
-    def _write(self, call: _Call, code: grpc.StatusCode, peer: str | None) -> None:
-        level = level_for(code)
-        if code is grpc.StatusCode.OK and call.method.startswith(self._quiet):
-            level = "debug"
+    def _write(self, call: Call, quiet: bool, streaming: bool) -> None:
+        code = call.code
+        level = "debug" if quiet and code is grpc.StatusCode.OK else level_for(code)
+        context = call.context
         fields: dict[str, Any] = {
             "method": call.method,
             "code": code.name,
             "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
-            "peer": peer,
-            "user_agent": call.user_agent,
+            # grpc percent-encodes IPv6 peers ("ipv6:%5B::1%5D:5000"); log them as people write them.
+            "peer": unquote(context.peer()),
+            "user_agent": next((v for k, v in context.invocation_metadata() or () if k == "user-agent"), None),
         }
-        if call.streaming:
+        if streaming:
             fields.update(received=call.received, sent=call.sent)
         getattr(self._log, level)("rpc", **fields)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from typing import Any
 from urllib.parse import unquote
 
 import grpc
@@ -13,7 +11,7 @@ import structlog
 
 from ..auth import Authenticate, AuthError
 from ..limits import Buckets
-from ._wrap import Continuation, WrappedHandlers, wrap_handler
+from ._layer import Call, Hooks, Method, Refusal
 
 Authorize = Callable[[str, str], bool]
 
@@ -31,23 +29,16 @@ def service_of(method: str) -> str:
     return method.split("/", 2)[1] if method.startswith("/") else ""
 
 
-async def _unimplemented(_request: Any, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method")
-
-
-_UNKNOWN_METHOD = grpc.unary_unary_rpc_method_handler(_unimplemented)
-
-
 def _allow_all(_principal: str, _method: str) -> bool:
     return True
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class Auth:
     """Checks every call outside ``public_services`` before its handler runs (and before its body is decoded).
 
-    The check runs inside the wrapped handler, where the TLS auth context (the mTLS identity) is
-    known; with the wire interceptor inside this one, a refused call's body is never parsed.
-    Unknown methods are refused the same way, so anonymous callers cannot probe what exists.
+    The check runs inside the call, where the TLS auth context (the mTLS identity) is known; with
+    the wire layer inside this one, a refused call's body is never parsed. Unknown methods are
+    refused the same way, so anonymous callers cannot probe what exists.
     """
 
     def __init__(
@@ -63,41 +54,31 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # without a look at its credentials until the bucket refills, so guessing tokens is slow.
         self._failures = failures
         self._public = frozenset(public_services)
-        self._guarded = WrappedHandlers()
-        self._unknown = wrap_handler(_UNKNOWN_METHOD, self._guard(None))
 
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(details)
-        if service_of(details.method) in self._public:
-            return handler
-        if handler is None:
-            return self._unknown
-        # Only registered methods get here (unknown ones returned above): the cache stays small.
-        return self._guarded.get(details.method, handler, lambda: wrap_handler(handler, self._guard(details.method)))
+    def hooks(self, method: Method) -> Hooks | None:
+        """None for public services; unknown methods are authenticated but not authorized."""
+        if service_of(method.name) in self._public:
+            return None
+        name = method.name if method.known else None
+        return Hooks(enter=lambda call: self._guard(call, name))
 
-    def _guard(self, method: str | None) -> Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]:
-        @asynccontextmanager
-        async def guard(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-            host = peer_host(context.peer()) if self._failures is not None else ""
-            if self._failures is not None and (wait := self._failures.wait(host)):
-                self._on_refusal("throttled")
-                await context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"too many failed authentications from this address; retry after {wait:.1f} s",
-                )
-            try:
-                principal = self._authenticate(context.invocation_metadata() or (), context.auth_context())
-                if method is not None and not self._authorize(principal, method):
-                    raise AuthError(f"{principal} may not call {method}", "denied", grpc.StatusCode.PERMISSION_DENIED)
-            except AuthError as error:
-                self._on_refusal(error.reason)
-                if self._failures is not None and error.code is grpc.StatusCode.UNAUTHENTICATED:
-                    self._failures.take(host)
-                await context.abort(error.code, error.message)
-            structlog.contextvars.bind_contextvars(principal=principal)
-            current_principal.set(principal)
-            yield
-
-        return guard
+    def _guard(self, call: Call, method: str | None) -> None:
+        context = call.context
+        host = peer_host(context.peer()) if self._failures is not None else ""
+        if self._failures is not None and (wait := self._failures.wait(host)):
+            self._on_refusal("throttled")
+            raise Refusal(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many failed authentications from this address; retry after {wait:.1f} s",
+            )
+        try:
+            principal = self._authenticate(context.invocation_metadata() or (), context.auth_context())
+            if method is not None and not self._authorize(principal, method):
+                raise AuthError(f"{principal} may not call {method}", "denied", grpc.StatusCode.PERMISSION_DENIED)
+        except AuthError as error:
+            self._on_refusal(error.reason)
+            if self._failures is not None and error.code is grpc.StatusCode.UNAUTHENTICATED:
+                self._failures.take(host)
+            raise Refusal(error.code, error.message) from None
+        structlog.contextvars.bind_contextvars(principal=principal)
+        current_principal.set(principal)

@@ -3,63 +3,43 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import grpc
 
-from ..metrics import UNKNOWN_METHOD, MethodMetrics, ServerMetrics, grpc_type
-from ._outcome import Outcome, outcome
-from ._wrap import PerMethodInterceptor, wrap_handler
+from ..metrics import ServerMetrics, grpc_type
+from ._layer import Call, Hooks, Method
 
 
-class MetricsInterceptor(PerMethodInterceptor):
+class Metrics:
     """Counts started, handled (by code) and message totals, and observes handling time, per method.
 
-    Methods outside ``known_methods`` ("/pkg.Service/Method") share one label set, so callers
+    Methods nobody registered share one label set (the chain names them all alike), so callers
     cannot create series by inventing method names.
     """
 
-    def __init__(self, metrics: ServerMetrics, known_methods: Iterable[str]) -> None:
-        super().__init__(known_methods, UNKNOWN_METHOD)
+    def __init__(self, metrics: ServerMetrics) -> None:
         self._metrics = metrics
 
-    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        series = self._metrics.for_method(method, grpc_type(handler))
-        if handler.request_streaming or handler.response_streaming:
-
-            async def received(message: Any, _context: grpc.aio.ServicerContext) -> Any:
-                series.received.inc()
-                return message
-
-            async def sent(message: Any, _context: grpc.aio.ServicerContext) -> Any:
-                series.sent.inc()
-                return message
-
-            return wrap_handler(handler, self._measure(series, unary=False), inbound=received, outbound=sent)
-        return wrap_handler(handler, self._measure(series, unary=True))
-
-    def _measure(
-        self, series: MethodMetrics, *, unary: bool
-    ) -> Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]:
+    def hooks(self, method: Method) -> Hooks:
+        """Series bound once per method; streams count each message as it passes."""
+        series = self._metrics.for_method(method.label, grpc_type(method.handler))
         in_flight = self._metrics.in_flight
+        unary = not method.streaming
 
-        @asynccontextmanager
-        async def measure(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        def start(_call: Call) -> None:
             series.started.inc()
             in_flight.inc()
-            started, result = time.perf_counter(), Outcome()
             if unary:
                 series.received.inc()
-            try:
-                async with outcome(context, result):
-                    yield
-            finally:
-                series.seconds.observe(time.perf_counter() - started)
-                series.handled(result.code).inc()
-                if unary and result.code is grpc.StatusCode.OK:
-                    series.sent.inc()
-                in_flight.dec()
 
-        return measure
+        def finish(call: Call) -> None:
+            series.seconds.observe(time.perf_counter() - call.started)
+            series.handled(call.code).inc()
+            if unary and call.code is grpc.StatusCode.OK:
+                series.sent.inc()
+            in_flight.dec()
+
+        if unary:
+            return Hooks(enter=start, exit=finish)
+        received, sent = series.received, series.sent
+        return Hooks(enter=start, exit=finish, received=lambda _call: received.inc(), sent=lambda _call: sent.inc())

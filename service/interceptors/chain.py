@@ -1,0 +1,227 @@
+"""The chain: each method's handler wrapped once, at registration, with the hooks of every layer.
+
+One wrapper per handler runs the layers' hooks in order, for all four RPC kinds and either
+streaming style (async generator or context.write), and settles the status code in one place.
+Wrapping at registration instead of with grpc.aio interceptors keeps grpc's fast path: with any
+interceptor, grpc awaits the whole interceptor chain on every call before it finds the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import grpc
+
+from ._layer import Call, Hooks, Layer, Method, Refusal
+from .errors import internal_error
+
+UNKNOWN_METHOD = "/unknown/unknown"
+_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _status(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
+    # A handler may set a code without raising; grpc keeps whatever it was given.
+    code = context.code()
+    if code is None:
+        return default
+    return code if isinstance(code, grpc.StatusCode) else _BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+
+
+class _Plan:
+    """The hooks of one method, in the order they run."""
+
+    def __init__(self, method: Method, hooks: Sequence[Hooks]) -> None:
+        self.name = method.name
+        self.hooks = tuple(hooks)
+        self.received = tuple(h.received for h in hooks if h.received is not None)
+        self.sent = tuple(h.sent for h in hooks if h.sent is not None)
+        self.decode = next((h.decode for h in hooks if h.decode is not None), None)
+        self.encode = next((h.encode for h in hooks if h.encode is not None), None)
+
+    def enter(self, call: Call) -> None:
+        """Run the enter hooks, counting the layers entered; a refusing hook's layer does not count."""
+        for hooks in self.hooks:
+            if hooks.enter is not None:
+                hooks.enter(call)
+            call.entered += 1
+
+    def exit(self, call: Call) -> None:
+        for hooks in reversed(self.hooks[: call.entered]):
+            if hooks.exit is not None:
+                hooks.exit(call)
+
+    def request(self, call: Call, data: Any) -> Any:
+        for received in self.received:
+            received(call)
+        return self.decode(data) if self.decode is not None else data
+
+    def response(self, call: Call, message: Any) -> Any:
+        for sent in self.sent:
+            sent(call)
+        return self.encode(message) if self.encode is not None else message
+
+    async def failed(self, call: Call, error: BaseException) -> None:
+        """Settle the code for an exception out of the call; a Refusal or other exception becomes an abort."""
+        context = call.context
+        if isinstance(error, Refusal):
+            call.code = error.code
+            await error.abort(context)
+        elif isinstance(error, grpc.aio.AbortError):
+            call.code = _status(context, grpc.StatusCode.UNKNOWN)
+        elif isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+            call.code = grpc.StatusCode.CANCELLED
+        elif isinstance(error, Exception):
+            call.code = grpc.StatusCode.INTERNAL
+            await internal_error(call).abort(context)
+
+
+class _Context:
+    """The servicer context, with read() and write() passed through the plan (counts, decode, encode)."""
+
+    def __init__(self, call: Call, plan: _Plan) -> None:
+        self._context, self._call, self._plan = call.context, call, plan
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def read(self) -> Any:
+        message = await self._context.read()
+        return message if message is grpc.aio.EOF else self._plan.request(self._call, message)
+
+    async def write(self, message: Any) -> None:
+        await self._context.write(self._plan.response(self._call, message))
+
+
+def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    streaming_requests, streaming_responses = handler.request_streaming, handler.response_streaming
+
+    def arguments(request: Any, call: Call) -> tuple[Any, Any]:
+        if streaming_requests:
+            return (plan.request(call, message) async for message in request), _Context(call, plan)
+        return plan.request(call, request), (_Context(call, plan) if streaming_responses else call.context)
+
+    if not inspect.isasyncgenfunction(behavior):
+        # A unary reply, or a stream the handler writes with context.write and ends by returning.
+
+        async def called(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = Call(context, plan.name)
+            try:
+                plan.enter(call)
+                if call.headers:
+                    await context.send_initial_metadata(call.headers)
+                result = await behavior(*arguments(request, call))
+                if not streaming_responses:
+                    result = plan.response(call, result)
+                call.code = _status(context, grpc.StatusCode.OK)
+                return result
+            except BaseException as error:
+                await plan.failed(call, error)
+                raise
+            finally:
+                plan.exit(call)
+
+        wrapped: Any = called
+    else:
+
+        async def generated(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            call = Call(context, plan.name)
+            try:
+                plan.enter(call)
+                if call.headers:
+                    await context.send_initial_metadata(call.headers)
+                async for response in behavior(*arguments(request, call)):
+                    yield plan.response(call, response)
+                call.code = _status(context, grpc.StatusCode.OK)
+            except BaseException as error:
+                await plan.failed(call, error)
+                raise
+            finally:
+                plan.exit(call)
+
+        wrapped = generated
+
+    kind = {
+        (False, False): "unary_unary",
+        (False, True): "unary_stream",
+        (True, False): "stream_unary",
+        (True, True): "stream_stream",
+    }[(streaming_requests, streaming_responses)]
+    changes: dict[str, Any] = {kind: wrapped}
+    if plan.decode is not None:
+        changes["request_deserializer"] = None
+    if plan.encode is not None:
+        changes["response_serializer"] = None
+    return handler._replace(**changes)
+
+
+async def _unimplemented(_request: Any, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method")
+
+
+class Chain:
+    """Layers, outermost first, and the handlers they wrapped (one per method and inner handler)."""
+
+    def __init__(self, layers: Iterable[Layer]) -> None:
+        self._layers = tuple(layers)
+        self._known: set[str] = set()
+        self._wrapped: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._unknown = grpc.unary_unary_rpc_method_handler(_unimplemented)
+
+    def wrap(self, name: str, handler: grpc.RpcMethodHandler, *, known: bool = True) -> grpc.RpcMethodHandler:
+        """``handler`` of the method ``name`` ("/pkg.Service/Method") with every layer's hooks about each call."""
+        method = Method(name, name if known else UNKNOWN_METHOD, known, handler)
+        hooks = [h for layer in self._layers if (h := layer.hooks(method)) is not None]
+        return _wrap(_Plan(method, hooks), handler)
+
+    def register(self, server: grpc.aio.Server) -> Services:
+        """Where generated ``add_*Servicer_to_server`` functions register, so every handler is wrapped."""
+        return Services(server, self)
+
+    def cached(self, name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """Like wrap, but once per (name, inner handler): generic handlers hand out the same object each call."""
+        # The entry holds the inner handler itself, so its id cannot be reused while it is cached.
+        entry = self._wrapped.get((name, id(handler)))
+        if entry is None:
+            entry = self._wrapped[(name, id(handler))] = (handler, self.wrap(name, handler))
+        return entry[1]
+
+    def unknown(self, name: str) -> grpc.RpcMethodHandler:
+        """UNIMPLEMENTED for a method nobody registered, through the layers (logged, counted, authenticated)."""
+        return self.wrap(name, self._unknown, known=False)
+
+
+class Services:
+    """A stand-in server for generated registration functions: handlers reach the real one wrapped."""
+
+    def __init__(self, server: grpc.aio.Server, chain: Chain) -> None:
+        self._server, self._chain = server, chain
+        self._fallback = _Fallback(chain)
+        server.add_generic_rpc_handlers((self._fallback,))
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        """Registered methods are looked up by name before any generic handler: the fast path."""
+        wrapped = {name: self._chain.cached(f"/{service}/{name}", h) for name, h in handlers.items()}
+        self._server.add_registered_method_handlers(service, wrapped)
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        """Generic handlers answer what is not registered by name; theirs are wrapped when first asked."""
+        self._fallback.generic.extend(handlers)
+
+
+class _Fallback(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Asked for any method not registered by name: the generic handlers' methods, else UNIMPLEMENTED."""
+
+    def __init__(self, chain: Chain) -> None:
+        self._chain = chain
+        self.generic: list[grpc.GenericRpcHandler] = []
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        for generic in self.generic:
+            handler = generic.service(details)
+            if handler is not None:
+                return self._chain.cached(details.method, handler)
+        return self._chain.unknown(details.method)
