@@ -17,6 +17,10 @@ class Buckets:
         self._rate, self._burst, self._max_keys, self._clock = rate, burst, max_keys, clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, when)
 
+    def __len__(self) -> int:
+        """How many keys have a bucket (an empty Buckets is false: nobody has taken a token yet)."""
+        return len(self._buckets)
+
     def _level(self, key: str, now: float) -> float:
         tokens, when = self._buckets.get(key, (self._burst, now))
         return min(self._burst, tokens + (now - when) * self._rate)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json as stdlib_json
 import logging
 import sys
-from typing import TextIO
+import time
+from typing import Any, TextIO
 
+import orjson
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor
@@ -24,6 +27,34 @@ def add_trace_context(_logger: object, _method: str, event_dict: EventDict) -> E
     return event_dict
 
 
+def _json_bytes(event_dict: EventDict, **dumps_kw: Any) -> bytes:
+    try:
+        return orjson.dumps(event_dict, option=orjson.OPT_NON_STR_KEYS, **dumps_kw)
+    except TypeError:
+        # orjson refuses integers beyond 64 bits (a certificate serial); the stdlib takes anything.
+        return stdlib_json.dumps(event_dict, **dumps_kw).encode()
+
+
+def utc_timestamper() -> Processor:
+    """Add ``timestamp`` as ISO 8601 UTC with microseconds ("2026-01-02T03:04:05.123456Z").
+
+    What structlog's TimeStamper(fmt="iso", utc=True) writes, at a quarter of its cost: the date
+    and time up to the second are formatted once a second, not once per line.
+    """
+    second, prefix = -1, ""
+
+    def add_timestamp(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
+        nonlocal second, prefix
+        now = time.time()
+        if int(now) != second:
+            second = int(now)
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event_dict["timestamp"] = f"{prefix}.{int((now - second) * 1e6):06d}Z"
+        return event_dict
+
+    return add_timestamp
+
+
 def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
     """Send structlog events and stdlib records to ``stream`` (stdout) as JSON lines or console text."""
     stream = stream or sys.stdout
@@ -33,17 +64,26 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         structlog.contextvars.merge_contextvars,
         add_trace_context,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        utc_timestamper(),
     ]
     renderer: Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     exceptions: list[Processor] = [structlog.processors.dict_tracebacks] if json else []
+    # Our own events, the access log's line per call among them, take the fast path: orjson
+    # renders bytes straight to the stream's buffer (stdlib records keep the str path below).
+    fast = json and hasattr(stream, "buffer")
     structlog.configure(
-        processors=[*shared, *exceptions, renderer],
+        processors=[
+            *shared,
+            *exceptions,
+            structlog.processors.JSONRenderer(serializer=_json_bytes) if fast else renderer,
+        ],
         # A filtering bound logger drops disabled levels before any processor runs: the cheap path.
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=(
+            structlog.BytesLoggerFactory(file=stream.buffer) if fast else structlog.WriteLoggerFactory(file=stream)
+        ),
         cache_logger_on_first_use=True,
     )
     # grpc and other libraries log through the stdlib; render their records the same way.

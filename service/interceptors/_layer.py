@@ -19,10 +19,12 @@ class Call:
     """One call as the hooks see it: its context, what the layers noted, and, at exit, its status code."""
 
     __slots__ = (
+        "_peer",
         "code",
         "context",
         "entered",
         "headers",
+        "metadata",
         "method",
         "notes",
         "received",
@@ -33,6 +35,9 @@ class Call:
 
     def __init__(self, context: grpc.aio.ServicerContext, method: str) -> None:
         self.context, self.method = context, method
+        # Read once: grpc builds a new tuple of str on every invocation_metadata() call.
+        self.metadata: tuple[tuple[str, str | bytes], ...] = context.invocation_metadata() or ()
+        self._peer: str | None = None
         self.started = time.perf_counter()
         # UNKNOWN until the chain knows better: it sets the code before any exit hook runs.
         self.code = grpc.StatusCode.UNKNOWN
@@ -44,6 +49,12 @@ class Call:
         self.entered = 0
         # What one layer keeps from its enter hook for its exit hook (a span, a token), by layer.
         self.notes: dict[object, Any] = {}
+
+    def peer(self) -> str:
+        """grpc's peer string ("ipv4:127.0.0.1:5000"), asked of grpc at most once."""
+        if self._peer is None:
+            self._peer = self.context.peer()
+        return self._peer
 
 
 class Refusal(Exception):

@@ -66,14 +66,13 @@ class AccessLog:
     def _write(self, call: Call, quiet: bool, streaming: bool) -> None:
         code = call.code
         level = "debug" if quiet and code is grpc.StatusCode.OK else level_for(code)
-        context = call.context
         fields: dict[str, Any] = {
             "method": call.method,
             "code": code.name,
             "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
             # grpc percent-encodes IPv6 peers ("ipv6:%5B::1%5D:5000"); log them as people write them.
-            "peer": unquote(context.peer()),
-            "user_agent": next((v for k, v in context.invocation_metadata() or () if k == "user-agent"), None),
+            "peer": unquote(call.peer()),
+            "user_agent": next((v for k, v in call.metadata if k == "user-agent"), None),
         }
         if streaming:
             fields.update(received=call.received, sent=call.sent)

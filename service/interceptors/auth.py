@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from urllib.parse import unquote
 
@@ -27,6 +27,28 @@ def peer_host(peer: str) -> str:
 def service_of(method: str) -> str:
     """'/pkg.Service/Method' -> 'pkg.Service'."""
     return method.split("/", 2)[1] if method.startswith("/") else ""
+
+
+class _AuthContext(Mapping[str, Sequence[bytes]]):
+    """The call's TLS auth context, asked of grpc only when an authenticator looks (token auth never does)."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+        self._values: Mapping[str, Sequence[bytes]] | None = None
+
+    def _get(self) -> Mapping[str, Sequence[bytes]]:
+        if self._values is None:
+            self._values = self._context.auth_context()
+        return self._values
+
+    def __getitem__(self, key: str) -> Sequence[bytes]:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
 
 
 def _allow_all(_principal: str, _method: str) -> bool:
@@ -63,22 +85,23 @@ class Auth:
         return Hooks(enter=lambda call: self._guard(call, name))
 
     def _guard(self, call: Call, method: str | None) -> None:
-        context = call.context
-        host = peer_host(context.peer()) if self._failures is not None else ""
-        if self._failures is not None and (wait := self._failures.wait(host)):
+        failures = self._failures
+        # Only an address that failed before can be throttled; until one has, no call asks for its peer.
+        host = peer_host(call.peer()) if failures else ""
+        if failures and (wait := failures.wait(host)):
             self._on_refusal("throttled")
             raise Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many failed authentications from this address; retry after {wait:.1f} s",
             )
         try:
-            principal = self._authenticate(context.invocation_metadata() or (), context.auth_context())
+            principal = self._authenticate(call.metadata, _AuthContext(call.context))
             if method is not None and not self._authorize(principal, method):
                 raise AuthError(f"{principal} may not call {method}", "denied", grpc.StatusCode.PERMISSION_DENIED)
         except AuthError as error:
             self._on_refusal(error.reason)
-            if self._failures is not None and error.code is grpc.StatusCode.UNAUTHENTICATED:
-                self._failures.take(host)
+            if failures is not None and error.code is grpc.StatusCode.UNAUTHENTICATED:
+                failures.take(host or peer_host(call.peer()))
             raise Refusal(error.code, error.message) from None
         structlog.contextvars.bind_contextvars(principal=principal)
         current_principal.set(principal)

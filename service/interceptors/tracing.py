@@ -28,7 +28,7 @@ class Tracing:
         tracer, span_name = self._tracer, f"{service}/{name}"
 
         def start(call: Call) -> None:
-            carrier = {k: v for k, v in call.context.invocation_metadata() or () if isinstance(v, str)}
+            carrier = {k: v for k, v in call.metadata if isinstance(v, str)}
             span = tracer.start_span(
                 span_name, context=propagate.extract(carrier), kind=SpanKind.SERVER, attributes=attributes
             )
