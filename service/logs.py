@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json as stdlib_json
 import logging
 import sys
 import time
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 import orjson
 import structlog
@@ -33,6 +34,40 @@ def _json_bytes(event_dict: EventDict, **dumps_kw: Any) -> bytes:
     except TypeError:
         # orjson refuses integers beyond 64 bits (a certificate serial); the stdlib takes anything.
         return stdlib_json.dumps(event_dict, **dumps_kw).encode()
+
+
+class LoopFlushedLogger:
+    """Writes each rendered line to a binary stream and flushes it once per event-loop iteration.
+
+    Every line is out by the end of the loop iteration that logged it: a busy server makes one
+    write system call for all the access-log lines of an iteration instead of one per line.
+    Outside a running loop (start-up, other threads) a line is flushed at once.
+    """
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._flush_scheduled = False
+
+    def msg(self, message: bytes) -> None:
+        """Write one line; flush now, or schedule the flush at the end of this loop iteration."""
+        self._file.write(message + b"\n")
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._file.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._file.flush()
+
+    # The method names structlog may call, as its own PrintLogger and BytesLogger have them.
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 def utc_timestamper() -> Processor:
@@ -73,6 +108,7 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
     # Our own events, the access log's line per call among them, take the fast path: orjson
     # renders bytes straight to the stream's buffer (stdlib records keep the str path below).
     fast = json and hasattr(stream, "buffer")
+    logger = LoopFlushedLogger(stream.buffer) if fast else None
     structlog.configure(
         processors=[
             *shared,
@@ -81,9 +117,7 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         ],
         # A filtering bound logger drops disabled levels before any processor runs: the cheap path.
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=(
-            structlog.BytesLoggerFactory(file=stream.buffer) if fast else structlog.WriteLoggerFactory(file=stream)
-        ),
+        logger_factory=((lambda *_args: logger) if fast else structlog.WriteLoggerFactory(file=stream)),
         cache_logger_on_first_use=True,
     )
     # grpc and other libraries log through the stdlib; render their records the same way.

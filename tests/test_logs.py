@@ -1,0 +1,68 @@
+"""The logging set-up: JSON lines on the fast path, the timestamp format, and when lines reach the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import json
+import logging
+import re
+
+import structlog
+
+from service.logs import LoopFlushedLogger, configure_logging, utc_timestamper
+from service.settings import LogSettings
+
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def _stream() -> tuple[io.BytesIO, io.TextIOWrapper]:
+    raw = io.BytesIO()
+    return raw, io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8")  # type: ignore[arg-type]
+
+
+def test_timestamps_are_iso_utc_with_microseconds_and_now() -> None:
+    stamp = utc_timestamper()
+    before = dt.datetime.now(dt.UTC)
+    first = stamp(None, "info", {})["timestamp"]
+    second = stamp(None, "info", {})["timestamp"]
+    assert ISO_UTC.fullmatch(first)
+    assert ISO_UTC.fullmatch(second)
+    when = dt.datetime.fromisoformat(first.replace("Z", "+00:00"))
+    assert abs((when - before).total_seconds()) < 2
+    assert second >= first
+
+
+def test_json_lines_carry_context_level_and_values_orjson_refuses() -> None:
+    raw, stream = _stream()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging(LogSettings(format="json", level="info"), stream=stream)
+    try:
+        structlog.contextvars.bind_contextvars(request_id="r-1")
+        # Outside a running loop, a line is flushed at once.
+        structlog.get_logger("t").info("certificate", serial=2**100, path=io)
+        structlog.get_logger("t").debug("not shown")
+        [line] = raw.getvalue().decode().splitlines()
+    finally:
+        structlog.contextvars.clear_contextvars()
+        structlog.reset_defaults()
+        root.handlers[:], root.level = handlers, level
+    event = json.loads(line)
+    assert (event["event"], event["level"], event["request_id"]) == ("certificate", "info", "r-1")
+    assert event["serial"] == 2**100  # beyond orjson's 64 bits: the stdlib encoder takes over
+    assert event["path"].startswith("<module 'io'")
+    assert ISO_UTC.fullmatch(event["timestamp"])
+
+
+async def test_lines_logged_in_the_loop_are_out_by_the_end_of_the_iteration() -> None:
+    raw = io.BytesIO()
+    logger = LoopFlushedLogger(io.BufferedWriter(raw))  # type: ignore[arg-type]
+    for number in range(3):
+        logger.info(f"line {number}".encode())
+    await asyncio.sleep(0)
+    assert raw.getvalue().splitlines() == [b"line 0", b"line 1", b"line 2"]
+    logger.error(b"line 3")
+    await asyncio.sleep(0)
+    assert raw.getvalue().splitlines()[-1] == b"line 3"
