@@ -95,6 +95,7 @@ async def serve(
             metrics_port=metrics_port,
             tls=built.tls is not None,
             mtls=bool(built.tls and built.tls.mutual),
+            loop=type(loop).__module__.split(".")[0],
         )
         await stopping.wait()
 

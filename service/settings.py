@@ -148,6 +148,9 @@ class Settings(BaseSettings):
         """How many worker processes to run on a machine with ``cores`` cores."""
         return cores if self.workers == "auto" else self.workers
 
+    # The event loop: uvloop (libuv, in C) serves about an eighth more calls per CPU second than
+    # asyncio's own loop (make bench); "auto" takes uvloop where it is installed.
+    loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     drain_seconds: float = Field(default=0.0, ge=0)
     max_name_length: int = Field(default=256, ge=1, le=65536)

@@ -104,3 +104,15 @@ async def test_drain_then_grace_then_exit_0(start: StartServer, pki: Pki) -> Non
         assert await say_hello(channel, "new call while draining") == "Hello, new call while draining!"
         assert await asyncio.to_thread(server.wait, 20) == 0
     assert time.monotonic() - began >= 1.0
+
+
+@pytest.mark.parametrize(("setting", "loop"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")])
+async def test_serves_and_stops_on_the_loop_asked_for(start: StartServer, pki: Pki, setting: str, loop: str) -> None:
+    server = start([str(BIN / "hello-server")], HELLO_LOOP=setting)
+    serving = await server.await_event("serving")
+    assert serving["loop"] == loop
+    async with create_channel(client_settings(pki, int(serving["port"]))) as channel:
+        assert await say_hello(channel, "Loop") == "Hello, Loop!"
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+    assert server.events[-1]["event"] == "stopped"

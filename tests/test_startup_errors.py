@@ -83,6 +83,7 @@ def _write_cert_pair(directory: Path, days: int, start: dt.datetime) -> tuple[Pa
         ({"HELLO_AUTH__POLICY_FILE": "{token_file}"}, ["HELLO_AUTH__POLICY_FILE", "not valid TOML"]),
         ({"HELLO_MAX_MESSAGE_BYTES": "10"}, ["HELLO_MAX_MESSAGE_BYTES", "greater than or equal to 1024"]),
         ({"HELLO_MAX_NAME_LENGTH": "0"}, ["HELLO_MAX_NAME_LENGTH", "greater than or equal to 1"]),
+        ({"HELLO_LOOP": "trio"}, ["HELLO_LOOP", "'auto', 'uvloop' or 'asyncio'"]),
     ],
     ids=[
         "no-tls",
@@ -105,6 +106,7 @@ def _write_cert_pair(directory: Path, days: int, start: dt.datetime) -> tuple[Pa
         "policy-not-toml",
         "message-limit-too-small",
         "name-limit-zero",
+        "unknown-loop",
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(pki: Pki, settings: dict[str, str], fragments: list[str]) -> None:

@@ -7,9 +7,11 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
-from ..errors import StartupError
+from ..errors import ConfigError, StartupError
 from ..settings import Settings, load
 from ..workers import READY_FD, supervise
 
@@ -27,6 +29,20 @@ def _parser() -> argparse.ArgumentParser:
         help="read settings from this file too; the environment wins (default: $HELLO_ENV_FILE)",
     )
     return parser
+
+
+def run(main: Coroutine[Any, Any, int], loop: str) -> int:
+    """Run ``main`` on the event loop the settings ask for (uvloop when "auto" finds it)."""
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                main.close()
+                raise ConfigError("HELLO_LOOP", "uvloop is not installed (pip install uvloop)") from None
+        else:
+            return int(uvloop.run(main))
+    return asyncio.run(main)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
         from ..runner import serve
 
-        return asyncio.run(serve(settings, ready_fd=None if ready_fd is None else int(ready_fd)))
+        return run(serve(settings, ready_fd=None if ready_fd is None else int(ready_fd)), settings.loop)
     except StartupError as exc:
         print(f"hello-server: {exc}", file=sys.stderr)
         return exc.exit_code
