@@ -90,14 +90,18 @@ def utc_timestamper() -> Processor:
     return add_timestamp
 
 
-def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
-    """Send structlog events and stdlib records to ``stream`` (stdout) as JSON lines or console text."""
+def configure_logging(settings: LogSettings, stream: TextIO | None = None, *, trace_context: bool = True) -> None:
+    """Send structlog events and stdlib records to ``stream`` (stdout) as JSON lines or console text.
+
+    With ``trace_context`` (tracing is on), lines logged inside a span carry its trace_id and span_id.
+    """
     stream = stream or sys.stdout
     json = settings.format == "json" or (settings.format is None and not stream.isatty())
     level = _LEVELS[settings.level]
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
-        add_trace_context,
+        # Without tracing there is never a span: a look for one on every line is wasted.
+        *([add_trace_context] if trace_context else []),
         structlog.processors.add_log_level,
         utc_timestamper(),
     ]

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load(Settings, args.env_file)
         from ..logs import configure_logging
 
-        configure_logging(settings.log)
+        configure_logging(settings.log, trace_context=settings.tracing.enabled)
         ready_fd = os.environ.pop(READY_FD, None)
         if ready_fd is None:
             count = settings.worker_count(os.cpu_count() or 1)

@@ -1,17 +1,18 @@
 """Baseline (a): a bare grpc.aio server with our Hello servicer; no TLS, no interceptors, no health.
 
-It runs on the event loop ours runs on by default (uvloop), so the ratio measures the stack.
+It runs on the event loop ours runs on by default (uvloop, when installed), so the ratio
+measures the stack.
 
 Usage: python -m tests.bench.bare_server PORT
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import grpc
 
-from service.cli.server import run
 from service.generated.rpc_package import helloworld_pb2_grpc
 from service.hello import HelloServicer
 
@@ -26,4 +27,9 @@ async def main(port: int) -> int:
 
 
 if __name__ == "__main__":
-    run(main(int(sys.argv[1])), "auto")
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main(int(sys.argv[1])))
+    else:
+        uvloop.run(main(int(sys.argv[1])))
