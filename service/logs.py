@@ -28,6 +28,13 @@ def add_trace_context(_logger: object, _method: str, event_dict: EventDict) -> E
     return event_dict
 
 
+def _tracebacks(logger: Any, method: str, event_dict: EventDict) -> EventDict:
+    # The structured traceback, only for the few lines that carry one (not for each access line).
+    if "exc_info" not in event_dict:
+        return event_dict
+    return structlog.processors.dict_tracebacks(logger, method, event_dict)
+
+
 def _json_bytes(event_dict: EventDict, **dumps_kw: Any) -> bytes:
     try:
         return orjson.dumps(event_dict, option=orjson.OPT_NON_STR_KEYS, **dumps_kw)
@@ -108,7 +115,7 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None, *, tr
     renderer: Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
-    exceptions: list[Processor] = [structlog.processors.dict_tracebacks] if json else []
+    exceptions: list[Processor] = [_tracebacks] if json else []
     # Our own events, the access log's line per call among them, take the fast path: orjson
     # renders bytes straight to the stream's buffer (stdlib records keep the str path below).
     fast = json and hasattr(stream, "buffer")

@@ -44,7 +44,11 @@ def test_json_lines_carry_context_level_and_values_orjson_refuses() -> None:
         # Outside a running loop, a line is flushed at once.
         structlog.get_logger("t").info("certificate", serial=2**100, path=io)
         structlog.get_logger("t").debug("not shown")
-        [line] = raw.getvalue().decode().splitlines()
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            structlog.get_logger("t").exception("failed")
+        line, failure_line = raw.getvalue().decode().splitlines()
     finally:
         structlog.contextvars.clear_contextvars()
         structlog.reset_defaults()
@@ -54,6 +58,11 @@ def test_json_lines_carry_context_level_and_values_orjson_refuses() -> None:
     assert event["serial"] == 2**100  # beyond orjson's 64 bits: the stdlib encoder takes over
     assert event["path"].startswith("<module 'io'")
     assert ISO_UTC.fullmatch(event["timestamp"])
+    assert "exception" not in event
+    failure = json.loads(failure_line)
+    assert failure["level"] == "error"
+    [frame] = failure["exception"]
+    assert (frame["exc_type"], frame["exc_value"]) == ("ValueError", "boom")
 
 
 async def test_lines_logged_in_the_loop_are_out_by_the_end_of_the_iteration() -> None:

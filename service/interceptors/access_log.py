@@ -36,6 +36,11 @@ def level_for(code: grpc.StatusCode) -> str:
     return "warning" if code in _CALLER_ERRORS else "error"
 
 
+def _readable(peer: str) -> str:
+    # grpc percent-encodes IPv6 peers ("ipv6:%5B::1%5D:5000"); log them as people write them.
+    return unquote(peer) if "%" in peer else peer
+
+
 def _received(call: Call) -> None:
     call.received += 1
 
@@ -70,8 +75,7 @@ class AccessLog:
             "method": call.method,
             "code": code.name,
             "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
-            # grpc percent-encodes IPv6 peers ("ipv6:%5B::1%5D:5000"); log them as people write them.
-            "peer": unquote(call.peer()),
+            "peer": _readable(call.peer()),
             "user_agent": next((v for k, v in call.metadata if k == "user-agent"), None),
         }
         if streaming:

@@ -35,23 +35,27 @@ class _Plan:
 
     def __init__(self, method: Method, hooks: Sequence[Hooks]) -> None:
         self.name = method.name
-        self.hooks = tuple(hooks)
+        self.layers = len(hooks)
+        # (position, hook) of the layers that have one; exits innermost first.
+        self.enters = tuple((i, h.enter) for i, h in enumerate(hooks) if h.enter is not None)
+        self.exits = tuple((i, h.exit) for i, h in reversed(list(enumerate(hooks))) if h.exit is not None)
         self.received = tuple(h.received for h in hooks if h.received is not None)
         self.sent = tuple(h.sent for h in hooks if h.sent is not None)
         self.decode = next((h.decode for h in hooks if h.decode is not None), None)
         self.encode = next((h.encode for h in hooks if h.encode is not None), None)
 
     def enter(self, call: Call) -> None:
-        """Run the enter hooks, counting the layers entered; a refusing hook's layer does not count."""
-        for hooks in self.hooks:
-            if hooks.enter is not None:
-                hooks.enter(call)
-            call.entered += 1
+        """Run the enter hooks; the layers before a refusing one count as entered, it and those after do not."""
+        for position, enter in self.enters:
+            call.entered = position
+            enter(call)
+        call.entered = self.layers
 
     def exit(self, call: Call) -> None:
-        for hooks in reversed(self.hooks[: call.entered]):
-            if hooks.exit is not None:
-                hooks.exit(call)
+        """Run the exit hooks of the layers entered, innermost first."""
+        for position, exit_hook in self.exits:
+            if position < call.entered:
+                exit_hook(call)
 
     def request(self, call: Call, data: Any) -> Any:
         for received in self.received:
