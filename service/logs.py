@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json as stdlib_json
 import logging
 import sys
 import time
+from collections import deque
 from typing import IO, Any, TextIO
 
 import orjson
@@ -44,33 +46,42 @@ def _json_bytes(event_dict: EventDict, **dumps_kw: Any) -> bytes:
 
 
 class LoopFlushedLogger:
-    """Writes each rendered line to a binary stream and flushes it once per event-loop iteration.
+    """Writes rendered lines to a binary stream, all the lines of an event-loop iteration at once.
 
     Every line is out by the end of the loop iteration that logged it: a busy server makes one
-    write system call for all the access-log lines of an iteration instead of one per line.
-    Outside a running loop (start-up, other threads) a line is flushed at once.
+    write for all the access-log lines of an iteration instead of one per line. Outside a running
+    loop (start-up, other threads) a line goes out at once, after any still waiting.
     """
 
     def __init__(self, file: IO[bytes]) -> None:
         self._file = file
+        # A deque: append and popleft are atomic, so threads that log need no lock.
+        self._lines: deque[bytes] = deque()
         self._flush_scheduled = False
 
     def msg(self, message: bytes) -> None:
-        """Write one line; flush now, or schedule the flush at the end of this loop iteration."""
-        self._file.write(message + b"\n")
+        """Queue one line; write now outside a loop, else at the end of this loop iteration."""
+        self._lines.append(message)
         if self._flush_scheduled:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._file.flush()
+            self.flush()
             return
         self._flush_scheduled = True
-        loop.call_soon(self._flush)
+        loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write and flush every queued line."""
         self._flush_scheduled = False
-        self._file.flush()
+        lines, chunk = self._lines, []
+        while lines:
+            chunk.append(lines.popleft())
+        if chunk:
+            chunk.append(b"")
+            self._file.write(b"\n".join(chunk))
+            self._file.flush()
 
     # The method names structlog may call, as its own PrintLogger and BytesLogger have them.
     log = debug = info = warn = warning = msg
@@ -120,6 +131,9 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None, *, tr
     # renders bytes straight to the stream's buffer (stdlib records keep the str path below).
     fast = json and hasattr(stream, "buffer")
     logger = LoopFlushedLogger(stream.buffer) if fast else None
+    if logger is not None:
+        # Lines of the last loop iteration (the "stopped" line) must not die with the loop.
+        atexit.register(logger.flush)
     structlog.configure(
         processors=[
             *shared,

@@ -8,12 +8,16 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import structlog
 
 from service.logs import LoopFlushedLogger, configure_logging, utc_timestamper
 from service.settings import LogSettings
 
+ROOT = Path(__file__).resolve().parents[1]
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
@@ -75,3 +79,25 @@ async def test_lines_logged_in_the_loop_are_out_by_the_end_of_the_iteration() ->
     logger.error(b"line 3")
     await asyncio.sleep(0)
     assert raw.getvalue().splitlines()[-1] == b"line 3"
+
+
+def test_lines_still_queued_at_exit_are_written(tmp_path: Path) -> None:
+    # A child whose loop stops in the iteration that logged, so the scheduled flush never runs.
+    script = (
+        "import asyncio, structlog\n"
+        "from service.logs import configure_logging\n"
+        "from service.settings import LogSettings\n"
+        "configure_logging(LogSettings(format='json'))\n"
+        "async def main():\n"
+        "    structlog.get_logger('t').info('last words')\n"
+        "    await asyncio.Future()\n"
+        "loop = asyncio.new_event_loop()\n"
+        "loop.call_soon(loop.stop)\n"
+        "loop.create_task(main())\n"
+        "loop.run_forever()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True, cwd=ROOT
+    )
+    # (asyncio then logs, through the stdlib, that the pending task was destroyed)
+    assert json.loads(result.stdout.splitlines()[0])["event"] == "last words"

@@ -36,6 +36,18 @@ def level_for(code: grpc.StatusCode) -> str:
     return "warning" if code in _CALLER_ERRORS else "error"
 
 
+# Looked up once: an enum member's .name is a descriptor call, and this runs on every call.
+_NAMES = {code: code.name for code in grpc.StatusCode}
+_LEVELS = {code: level_for(code) for code in grpc.StatusCode}
+
+
+def _user_agent(metadata: tuple[tuple[str, str | bytes], ...]) -> str | bytes | None:
+    for key, value in metadata:
+        if key == "user-agent":
+            return value
+    return None
+
+
 def _readable(peer: str) -> str:
     # grpc percent-encodes IPv6 peers ("ipv6:%5B::1%5D:5000"); log them as people write them.
     return unquote(peer) if "%" in peer else peer
@@ -70,13 +82,13 @@ class AccessLog:
 
     def _write(self, call: Call, quiet: bool, streaming: bool) -> None:
         code = call.code
-        level = "debug" if quiet and code is grpc.StatusCode.OK else level_for(code)
+        level = "debug" if quiet and code is grpc.StatusCode.OK else _LEVELS[code]
         fields: dict[str, Any] = {
             "method": call.method,
-            "code": code.name,
+            "code": _NAMES[code],
             "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
             "peer": _readable(call.peer()),
-            "user_agent": next((v for k, v in call.metadata if k == "user-agent"), None),
+            "user_agent": _user_agent(call.metadata),
         }
         if streaming:
             fields.update(received=call.received, sent=call.sent)
