@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from ._layer import Call, Hooks, Layer, Method, Refusal
-from .errors import internal_error
+from .errors import exit_failed, internal_error
 
 UNKNOWN_METHOD = "/unknown/unknown"
 _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
@@ -52,10 +52,15 @@ class _Plan:
         call.entered = self.layers
 
     def exit(self, call: Call) -> None:
-        """Run the exit hooks of the layers entered, innermost first."""
+        """Run the exit hooks of the layers entered, innermost first; a failing hook stops no other."""
         for position, exit_hook in self.exits:
             if position < call.entered:
-                exit_hook(call)
+                try:
+                    exit_hook(call)
+                except Exception:
+                    # The call's outcome is settled: a bug in one layer's bookkeeping must not
+                    # change what the caller gets, nor keep the other layers from theirs.
+                    exit_failed(call)
 
     def request(self, call: Call, data: Any) -> Any:
         for received in self.received:

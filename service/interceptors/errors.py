@@ -1,4 +1,7 @@
-"""Errors: an exception escaping a handler becomes INTERNAL with a generic message and one error log line."""
+"""Errors: an exception escaping a handler becomes INTERNAL with a generic message and one error log line.
+
+One escaping a layer's exit hook, after the outcome is settled, is logged and changes nothing for the caller.
+"""
 
 from __future__ import annotations
 
@@ -18,3 +21,8 @@ def internal_error(call: Call) -> Refusal:
     """
     log.exception("unhandled exception in handler")
     return Refusal(grpc.StatusCode.INTERNAL, f"internal error (request id {call.request_id})")
+
+
+def exit_failed(call: Call) -> None:
+    """Log the exception being handled, raised by a layer's exit hook of ``call``."""
+    log.exception("layer failed at the end of a call", code=call.code.name)
