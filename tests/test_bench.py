@@ -32,6 +32,19 @@ async def test_h2load_calls_are_counted_ok_by_the_server(pki: FixturePki, tmp_pa
         assert result["cpu_us_per_call"] > 0
 
 
+async def test_bare_baseline_over_tls_answers_h2load_over_tls(pki: FixturePki, tmp_path: Path) -> None:
+    bench = _bench(pki, tmp_path, pki.token)
+    bare_tls = Variant("bare-tls", "(a') bare aio over TLS", plaintext=False, client=False, unpinned=False)
+    server = await asyncio.to_thread(bench.start, bare_tls, False)
+    try:
+        await asyncio.to_thread(bench.measure, server, "h2load 4x32", False, 0)
+    finally:
+        await asyncio.to_thread(server.stop)
+    [result] = bench.results
+    assert result["valid"] is True
+    assert result["calls"] >= 200
+
+
 async def test_refused_calls_make_the_run_invalid(pki: FixturePki, tmp_path: Path) -> None:
     bench = _bench(pki, tmp_path, "a-token-the-server-does-not-know")
     server = await asyncio.to_thread(bench.start, OURS, False)

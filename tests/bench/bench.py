@@ -2,6 +2,7 @@
 
 Variants, each started fresh for every run and interleaved (a b c d a b c d ...):
   bare   (a) a bare grpc.aio server with our servicer on our default loop: no TLS, no layers
+  bare-tls (a') the same over TLS, pinned only: ours/bare-tls is what our layers cost beyond TLS
   seed   (b) the seed article's server exactly as written (sync, 10 threads, insecure, port 50000)
   ours   (c) hello-server as the README's production settings run it: TLS, tokens, JSON access log to
              a file, health port, reflection, request ids, validation, metrics
@@ -122,10 +123,15 @@ class Variant:
     plaintext: bool
     mtls: bool = False
     h2load: bool = True
+    client: bool = True
+    unpinned: bool = True
 
-    def command(self, port: int) -> list[str]:
+    def command(self, port: int, pki: Path) -> list[str]:
         if self.name == "bare":
             return [sys.executable, "-m", "tests.bench.bare_server", str(port)]
+        if self.name == "bare-tls":
+            tls = [str(pki / "server.pem"), str(pki / "server-key.pem")]
+            return [sys.executable, "-m", "tests.bench.bare_server", str(port), "--tls", *tls]
         if self.name == "seed":
             return [sys.executable, str(ROOT / "tests" / "seed" / "hello_server.py")]
         return [str(BIN / "hello-server")]
@@ -172,7 +178,7 @@ class Bench:
         env["GRPC_VERBOSITY"] = "NONE"
         if variant.name == "seed":
             env["PYTHONPATH"] = str(self.seed_path)
-        elif variant.name != "bare":
+        elif not variant.name.startswith("bare"):
             metrics_port = free_port()
             env.update(
                 HELLO_HOST="127.0.0.1",
@@ -189,7 +195,7 @@ class Bench:
                 env["HELLO_TLS__CLIENT_CA_FILE"] = str(self.pki.dir / "ca.pem")
             if variant.name == "workers":
                 env["HELLO_WORKERS"] = "2"
-        command = variant.command(port)
+        command = variant.command(port, self.pki.dir)
         if pinned:
             command = ["taskset", "-c", "0", *command]
         log = (self.work / f"{variant.name}-access.log").open("ab")
@@ -373,6 +379,18 @@ def report(bench: Bench, soak: dict[str, float] | None, header: dict[str, Any]) 
             False,
         ),
         (
+            "ours/bare-tls calls/s, h2load 4x32, pinned (what the layers cost beyond TLS)",
+            ratio(results, "ours", "bare-tls", "h2load 4x32", "pinned", "calls_per_s"),
+            None,
+            True,
+        ),
+        (
+            "bare-tls/bare calls/s, h2load 4x32, pinned (what TLS costs)",
+            ratio(results, "bare-tls", "bare", "h2load 4x32", "pinned", "calls_per_s"),
+            None,
+            True,
+        ),
+        (
             "ours/bare calls/s, our client 4x32, pinned",
             ratio(results, "ours", "bare", "client 4x32", "pinned", "calls_per_s"),
             None,
@@ -433,6 +451,7 @@ def main() -> int:
     bench = Bench(Pki(work / "pki", token), seed_stubs(work / "seed"), work, args.duration)
     variants = [
         Variant("bare", "(a) bare aio", plaintext=True),
+        Variant("bare-tls", "(a') bare aio over TLS", plaintext=False, client=False, unpinned=False),
         Variant("seed", "(b) seed", plaintext=True),
         Variant("ours", "(c) ours", plaintext=False),
         Variant("mtls", "(d) ours, mTLS", plaintext=False, mtls=True, h2load=False),
@@ -445,17 +464,20 @@ def main() -> int:
             for variant in variants:
                 if variant.name == "workers" and pinned:
                     continue  # two workers pinned to one core measure nothing
+                if not (pinned or variant.unpinned):
+                    continue
                 print(f"repetition {repetition + 1}, {variant.label}", flush=True)
                 server = bench.start(variant, pinned)
                 try:
                     loads = ["h2load 1x1", "h2load 4x32"] if variant.h2load else []
-                    if not variant.plaintext or variant.name == "bare":
+                    if variant.client and (not variant.plaintext or variant.name == "bare"):
                         loads.append("client 4x32")
                     for load in loads:
                         bench.measure(server, load, pinned, repetition)
                 finally:
                     server.stop()
-    soak = bench.soak(variants[2], args.soak_calls) if args.soak_calls else None
+    ours = next(variant for variant in variants if variant.name == "ours")
+    soak = bench.soak(ours, args.soak_calls) if args.soak_calls else None
     header = {
         "grpcio": grpc.__version__,
         "nproc": os.cpu_count(),
