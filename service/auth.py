@@ -16,7 +16,7 @@ class AuthError(Exception):
     """The call is refused; ``message`` is safe to send to the caller (it never contains a secret).
 
     ``reason`` is a short fixed word for metrics: missing, malformed, invalid, no_certificate, denied
-    (and the auth interceptor's own "throttled").
+    (and the auth layer's own "throttled").
     """
 
     def __init__(self, message: str, reason: str, code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED) -> None:
