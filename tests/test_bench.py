@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from tests.bench.bench import Bench, Pki, Variant, seed_stubs
 
@@ -17,42 +18,35 @@ def _bench(pki: FixturePki, tmp_path: Path, token: str) -> Bench:
     return Bench(Pki(pki.dir, token), seed_stubs(tmp_path / "seed"), tmp_path, duration=0.2)
 
 
-async def test_h2load_calls_are_counted_ok_by_the_server(pki: FixturePki, tmp_path: Path) -> None:
-    bench = _bench(pki, tmp_path, pki.token)
-    server = await asyncio.to_thread(bench.start, OURS, False)
+async def _measure(bench: Bench, variant: Variant, *loads: str) -> list[dict[str, Any]]:
+    """Start ``variant`` fresh, run each load against it (unpinned), stop it; the results."""
+    server = await asyncio.to_thread(bench.start, variant, False)
     try:
-        await asyncio.to_thread(bench.measure, server, "h2load 4x32", False, 0)
-        await asyncio.to_thread(bench.measure, server, "client 4x32", False, 0)
+        for load in loads:
+            await asyncio.to_thread(bench.measure, server, load, False, 0)
     finally:
         await asyncio.to_thread(server.stop)
-    assert [r["valid"] for r in bench.results] == [True, True]
-    for result in bench.results:
+    return bench.results
+
+
+async def test_h2load_calls_are_counted_ok_by_the_server(pki: FixturePki, tmp_path: Path) -> None:
+    results = await _measure(_bench(pki, tmp_path, pki.token), OURS, "h2load 4x32", "client 4x32")
+    assert [r["valid"] for r in results] == [True, True]
+    for result in results:
         assert result["server_ok_calls"] >= result["calls"] >= 200
         assert result["calls_per_s"] > 0
         assert result["cpu_us_per_call"] > 0
 
 
 async def test_bare_baseline_over_tls_answers_h2load_over_tls(pki: FixturePki, tmp_path: Path) -> None:
-    bench = _bench(pki, tmp_path, pki.token)
     bare_tls = Variant("bare-tls", "(a') bare aio over TLS", plaintext=False, client=False, unpinned=False)
-    server = await asyncio.to_thread(bench.start, bare_tls, False)
-    try:
-        await asyncio.to_thread(bench.measure, server, "h2load 4x32", False, 0)
-    finally:
-        await asyncio.to_thread(server.stop)
-    [result] = bench.results
+    [result] = await _measure(_bench(pki, tmp_path, pki.token), bare_tls, "h2load 4x32")
     assert result["valid"] is True
     assert result["calls"] >= 200
 
 
 async def test_refused_calls_make_the_run_invalid(pki: FixturePki, tmp_path: Path) -> None:
-    bench = _bench(pki, tmp_path, "a-token-the-server-does-not-know")
-    server = await asyncio.to_thread(bench.start, OURS, False)
-    try:
-        await asyncio.to_thread(bench.measure, server, "h2load 4x32", False, 0)
-    finally:
-        await asyncio.to_thread(server.stop)
-    [result] = bench.results
+    [result] = await _measure(_bench(pki, tmp_path, "a-token-the-server-does-not-know"), OURS, "h2load 4x32")
     assert result["valid"] is False
     assert result["server_ok_calls"] == 0
 
