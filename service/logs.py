@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 from collections import deque
+from select import PIPE_BUF
 from typing import IO, Any, TextIO
 
 import orjson
@@ -73,15 +74,27 @@ class LoopFlushedLogger:
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write and flush every queued line."""
+        """Write and flush every queued line, in writes of at most PIPE_BUF bytes that end at a line's end.
+
+        Workers share their stdout (a pipe in a container); the kernel keeps writes of up to
+        PIPE_BUF bytes to a pipe whole, so lines from two processes never mix.
+        """
         self._flush_scheduled = False
-        lines, chunk = self._lines, []
+        lines, size = self._lines, 0
+        piece: list[bytes] = []
         while lines:
-            chunk.append(lines.popleft())
-        if chunk:
-            chunk.append(b"")
-            self._file.write(b"\n".join(chunk))
-            self._file.flush()
+            line = lines.popleft() + b"\n"
+            if piece and size + len(line) > PIPE_BUF:
+                self._write(piece)
+                piece, size = [], 0
+            piece.append(line)
+            size += len(line)
+        if piece:
+            self._write(piece)
+
+    def _write(self, lines: list[bytes]) -> None:
+        self._file.write(b"".join(lines))
+        self._file.flush()
 
     # The method names structlog may call, as its own PrintLogger and BytesLogger have them.
     log = debug = info = warn = warning = msg

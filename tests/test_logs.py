@@ -11,6 +11,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from select import PIPE_BUF
+from typing import Any
 
 import structlog
 
@@ -101,3 +103,29 @@ def test_lines_still_queued_at_exit_are_written(tmp_path: Path) -> None:
     )
     # (asyncio then logs, through the stdlib, that the pending task was destroyed)
     assert json.loads(result.stdout.splitlines()[0])["event"] == "last words"
+
+
+class _Writes(io.RawIOBase):
+    """A raw stream that keeps each write it is given."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+async def test_an_iteration_of_lines_goes_out_in_whole_line_writes_of_at_most_pipe_buf() -> None:
+    raw = _Writes()
+    logger = LoopFlushedLogger(io.BufferedWriter(raw))
+    lines = [f"line {n} ".encode() + b"x" * 300 for n in range(40)]  # about 12 KiB in one iteration
+    for line in lines:
+        logger.info(line)
+    await asyncio.sleep(0)
+    assert len(raw.writes) > 1
+    assert all(len(write) <= PIPE_BUF and write.endswith(b"\n") for write in raw.writes)
+    assert b"".join(raw.writes).splitlines() == lines
