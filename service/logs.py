@@ -101,6 +101,21 @@ class LoopFlushedLogger:
     fatal = failure = err = error = critical = exception = msg
 
 
+class _Queued(logging.Handler):
+    """A stdlib handler that hands each formatted record to a LoopFlushedLogger."""
+
+    def __init__(self, logger: LoopFlushedLogger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format the record and queue it as one line."""
+        try:
+            self._logger.msg(self.format(record).encode())
+        except Exception:
+            self.handleError(record)
+
+
 def utc_timestamper() -> Processor:
     """Add ``timestamp`` as ISO 8601 UTC with microseconds ("2026-01-02T03:04:05.123456Z").
 
@@ -158,8 +173,9 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None, *, tr
         logger_factory=((lambda *_args: logger) if fast else structlog.WriteLoggerFactory(file=stream)),
         cache_logger_on_first_use=True,
     )
-    # grpc and other libraries log through the stdlib; render their records the same way.
-    handler = logging.StreamHandler(stream)
+    # grpc and other libraries log through the stdlib; render their records the same way, and on
+    # the fast path queue them with ours, so the stream keeps the order things were logged in.
+    handler: logging.Handler = _Queued(logger) if logger is not None else logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],

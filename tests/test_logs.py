@@ -129,3 +129,21 @@ async def test_an_iteration_of_lines_goes_out_in_whole_line_writes_of_at_most_pi
     assert len(raw.writes) > 1
     assert all(len(write) <= PIPE_BUF and write.endswith(b"\n") for write in raw.writes)
     assert b"".join(raw.writes).splitlines() == lines
+
+
+async def test_stdlib_records_keep_their_place_among_our_lines() -> None:
+    raw, stream = _stream()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging(LogSettings(format="json", level="info"), stream=stream)
+    try:
+        structlog.get_logger("ours").info("first")
+        logging.getLogger("grpc._server").warning("second")  # as grpc's own code logs
+        structlog.get_logger("ours").info("third")
+        await asyncio.sleep(0)
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:], root.level = handlers, level
+    events = [json.loads(line) for line in raw.getvalue().decode().splitlines()]
+    assert [e["event"] for e in events] == ["first", "second", "third"]
+    assert (events[1]["logger"], events[1]["level"]) == ("grpc._server", "warning")
