@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from dataclasses import dataclass, field
-from wsgiref.simple_server import WSGIServer
 
 import grpc
 import prometheus_client
@@ -32,7 +30,6 @@ GO_CODE_NAMES = {
     grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
 }
 METHOD_LABELS = ("grpc_type", "grpc_service", "grpc_method")
-# Calls to methods the server does not have share one label set, so callers cannot grow the series.
 
 # Exposing a *_created series per counter doubles the output for no dashboard's benefit.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -145,18 +142,3 @@ class ServerMetrics:
     def certificate_expires(self, not_after: dt.datetime) -> None:
         """Record when the certificate in use expires."""
         self.certificate_expiry.set(not_after.timestamp())
-
-
-def workers_registry(directory: str) -> CollectorRegistry:
-    """A registry adding up the metrics that workers write to ``directory`` (their PROMETHEUS_MULTIPROC_DIR)."""
-    from prometheus_client import multiprocess
-
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    return registry
-
-
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
-    """Serve /metrics over HTTP on a background thread; raises OSError when the port cannot be bound."""
-    server, thread = prometheus_client.start_http_server(port, addr=host.strip("[]"), registry=registry)
-    return server, thread

@@ -6,14 +6,12 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from wsgiref.simple_server import WSGIServer
 
 import structlog
 
 from .generated.rpc_package import helloworld_pb2_grpc
-from .metrics import serve_metrics
-from .ports import cannot_listen
-from .server import BuiltServer, build_server
+from .metrics_http import serve_metrics
+from .server import build_server
 from .settings import Settings
 
 log = structlog.get_logger("hello.server")
@@ -29,16 +27,6 @@ async def _until_first(*awaitables: Awaitable[object]) -> None:
             task.cancel()
         # Collect the cancellations, so none is reported as an exception never retrieved.
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _serve_metrics(settings: Settings, built: BuiltServer) -> tuple[WSGIServer | None, int | None]:
-    if settings.metrics_port == "off":
-        return None, None
-    try:
-        http, _ = serve_metrics(built.metrics.registry, settings.host, settings.metrics_port)
-    except OSError as exc:
-        raise cannot_listen("metrics_port", settings.host, settings.metrics_port, str(exc.strerror)) from None
-    return http, int(http.server_port)
 
 
 async def _stop_when_orphaned(stop: Callable[[signal.Signals], None]) -> None:
@@ -65,7 +53,9 @@ async def serve(
     """
     worker = ready_fd is not None
     built = await build_server(settings, servicer=servicer, shared_port=worker)
-    metrics_http, metrics_port = (None, None) if worker else _serve_metrics(settings, built)
+    # A worker leaves /metrics to its supervisor, which adds up all the workers' values.
+    metrics_http = None if worker else serve_metrics(built.metrics.registry, settings)
+    metrics_port = None if metrics_http is None else int(metrics_http.server_port)
     loop = asyncio.get_running_loop()
     stopping, forced = asyncio.Event(), asyncio.Event()
 

@@ -18,11 +18,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from wsgiref.simple_server import WSGIServer
 
 import structlog
 
 from .errors import ConfigError
+from .metrics_http import serve_metrics, workers_registry
 from .ports import bind_problem, cannot_listen
 from .settings import Settings, env_name
 
@@ -80,7 +80,7 @@ def supervise(settings: Settings, count: int, argv: list[str]) -> int:
         workers += [Worker(argv, env) for _ in range(count - 1)]
         for worker in workers[1:]:
             worker.wait_ready()
-        http = _serve_metrics(settings, metrics_dir)
+        http = serve_metrics(workers_registry(metrics_dir), settings)
         log.info("workers serving", workers=[w.proc.pid for w in workers], port=settings.port)
         try:
             return _watch(workers, argv, env, metrics_dir)
@@ -94,15 +94,6 @@ def supervise(settings: Settings, count: int, argv: list[str]) -> int:
                 worker.proc.kill()
                 worker.proc.wait()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _serve_metrics(settings: Settings, directory: str) -> WSGIServer | None:
-    if settings.metrics_port == "off":
-        return None
-    from .metrics import serve_metrics, workers_registry
-
-    http, _ = serve_metrics(workers_registry(directory), settings.host, int(settings.metrics_port))
-    return http
 
 
 def _watch(workers: list[Worker], argv: list[str], env: Mapping[str, str], metrics_dir: str) -> int:

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.client import create_channel, say_hello, say_hello_chat, say_hello_repeated, say_hello_to_many
-from service.metrics import serve_metrics
+from service.metrics_http import serve_metrics
 from service.server import BuiltServer
 
 from .conftest import Pki, client_settings, running, server_settings
@@ -27,8 +27,10 @@ HELLO = "rpc_package.HelloWorldService"
 
 @pytest.fixture
 async def scraped_server(pki: Pki) -> AsyncIterator[tuple[BuiltServer, int]]:
-    async with running(server_settings(pki)) as built:
-        http, _ = serve_metrics(built.metrics.registry, "127.0.0.1", 0)
+    settings = server_settings(pki)
+    async with running(settings) as built:
+        http = serve_metrics(built.metrics.registry, settings)
+        assert http is not None
         try:
             yield built, int(http.server_port)
         finally:

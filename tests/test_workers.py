@@ -8,6 +8,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 
@@ -133,3 +135,14 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_supervisor_imports_no_grpc() -> None:
+    # Everything the supervisor runs, /metrics for its workers included, without grpc in the process.
+    script = (
+        "import sys\n"
+        "import service.cli.server, service.logs, service.workers, service.metrics_http\n"
+        "print(sorted(name for name in sys.modules if name == 'grpc' or name.startswith('grpc.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

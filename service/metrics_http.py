@@ -1,0 +1,39 @@
+"""The /metrics endpoint, for one server or a supervisor's workers (no grpc imported here).
+
+The supervisor serves its workers' metrics and must not import grpc: every worker it starts is
+a fresh interpreter, and a supervisor without grpc state has none to hand on.
+"""
+
+from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
+
+from .ports import cannot_listen
+from .settings import Settings
+
+
+def serve_metrics(registry: CollectorRegistry, settings: Settings) -> WSGIServer | None:
+    """Serve ``registry`` on HELLO_METRICS_PORT on a background thread (None when "off").
+
+    A port that cannot be bound is the start-up error that names the setting.
+    """
+    port = settings.metrics_port
+    if port == "off":
+        return None
+    try:
+        server, _thread = prometheus_client.start_http_server(port, addr=settings.host.strip("[]"), registry=registry)
+    except OSError as exc:
+        raise cannot_listen("metrics_port", settings.host, port, str(exc.strerror)) from None
+    return server
+
+
+def workers_registry(directory: str) -> CollectorRegistry:
+    """A registry adding up the metrics that workers write to ``directory`` (their PROMETHEUS_MULTIPROC_DIR)."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
