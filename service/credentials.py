@@ -42,12 +42,11 @@ def _read(path: Path, setting: str) -> bytes:
         raise ConfigError(setting, f"cannot read {path}: {exc.strerror}") from None
 
 
-def _certificates(path: Path, setting: str) -> list[x509.Certificate]:
+def _certificates(pem: bytes, path: Path, setting: str) -> list[x509.Certificate]:
     try:
-        certs = x509.load_pem_x509_certificates(_read(path, setting))
+        return x509.load_pem_x509_certificates(pem)
     except ValueError:
         raise ConfigError(setting, f"{path} holds no PEM certificate") from None
-    return certs
 
 
 def _public_key_bytes(key: PublicKeyTypes) -> bytes:
@@ -64,7 +63,7 @@ def load_server_tls(tls: TlsSettings, *, now: dt.datetime | None = None) -> Serv
         missing = CERT_FILE if tls.cert_file is None else KEY_FILE
         raise ConfigError(missing, f"is required with {CERT_FILE if missing == KEY_FILE else KEY_FILE}")
     chain_pem = _read(tls.cert_file, CERT_FILE)
-    leaf = _certificates(tls.cert_file, CERT_FILE)[0]
+    leaf = _certificates(chain_pem, tls.cert_file, CERT_FILE)[0]
     key_pem = _read(tls.key_file, KEY_FILE)
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
@@ -79,8 +78,8 @@ def load_server_tls(tls: TlsSettings, *, now: dt.datetime | None = None) -> Serv
         raise ConfigError(CERT_FILE, f"the certificate is not valid before {leaf.not_valid_before_utc:%Y-%m-%d} UTC")
     client_ca = None
     if tls.client_ca_file is not None:
-        _certificates(tls.client_ca_file, CLIENT_CA_FILE)
         client_ca = _read(tls.client_ca_file, CLIENT_CA_FILE)
+        _certificates(client_ca, tls.client_ca_file, CLIENT_CA_FILE)
     return ServerTls(chain=chain_pem, key=key_pem, client_ca=client_ca, not_after=leaf.not_valid_after_utc)
 
 
@@ -97,13 +96,17 @@ def bearer_token(client: ClientSettings) -> str | None:
         raise ConfigError(setting, f"{client.token_file}: {exc}") from None
 
 
+def _client_file(path: Path | None, field: str) -> bytes | None:
+    return _read(path, env_name(field, prefix=CLIENT_ENV_PREFIX)) if path else None
+
+
 def channel_credentials(client: ClientSettings) -> grpc.ChannelCredentials:
     """TLS channel credentials (with a client certificate for mTLS) carrying the bearer token per call."""
     if (client.cert_file is None) != (client.key_file is None):
         raise ConfigError(env_name("cert_file", prefix=CLIENT_ENV_PREFIX), "the client certificate needs its key")
-    root = _read(client.ca_file, env_name("ca_file", prefix=CLIENT_ENV_PREFIX)) if client.ca_file else None
-    chain = _read(client.cert_file, env_name("cert_file", prefix=CLIENT_ENV_PREFIX)) if client.cert_file else None
-    key = _read(client.key_file, env_name("key_file", prefix=CLIENT_ENV_PREFIX)) if client.key_file else None
+    root = _client_file(client.ca_file, "ca_file")
+    chain = _client_file(client.cert_file, "cert_file")
+    key = _client_file(client.key_file, "key_file")
     credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
     token = bearer_token(client)
     if token is None:
