@@ -1,4 +1,4 @@
-"""The server factory: Settings in, an unstarted grpc.aio server with every service and interceptor out."""
+"""The server factory: Settings in, an unstarted grpc.aio server with every service and layer out."""
 
 from __future__ import annotations
 
@@ -18,8 +18,18 @@ from .auth import Authenticate, all_of, bearer_authenticator, mtls_authenticator
 from .credentials import CERT_FILE, CLIENT_CA_FILE, ServerTls, load_server_tls
 from .errors import ConfigError
 from .generated.rpc_package import helloworld_pb2, helloworld_pb2_grpc
-from .interceptors import AccessLog, Auth, Chain, ConcurrencyLimit, Metrics, RateLimit, RequestId, Tracing, Wire
-from .interceptors._layer import Layer
+from .interceptors import (
+    AccessLog,
+    Auth,
+    Chain,
+    ConcurrencyLimit,
+    Layer,
+    Metrics,
+    RateLimit,
+    RequestId,
+    Tracing,
+    Wire,
+)
 from .limits import Buckets
 from .metrics import ServerMetrics
 from .policy import Policy, PolicyError
@@ -124,7 +134,7 @@ def _options(settings: Settings, shared_port: bool) -> list[tuple[str, int]]:
         # the workers of one supervisor share theirs (the supervisor checked the port was free).
         ("grpc.so_reuseport", int(shared_port)),
         # grpc refuses bigger requests itself (RESOURCE_EXHAUSTED, before any Python code runs);
-        # the wire interceptor checks replies first, so they fail with a clear message.
+        # the wire layer checks replies first, so they fail with a clear message.
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", ms(policy.keepalive_time_seconds)),

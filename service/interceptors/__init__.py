@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._layer import Layer
 from .access_log import AccessLog
 from .auth import Auth
 from .chain import Chain
@@ -11,4 +12,15 @@ from .request_id import RequestId
 from .tracing import Tracing
 from .wire import Wire
 
-__all__ = ["AccessLog", "Auth", "Chain", "ConcurrencyLimit", "Metrics", "RateLimit", "RequestId", "Tracing", "Wire"]
+__all__ = [
+    "AccessLog",
+    "Auth",
+    "Chain",
+    "ConcurrencyLimit",
+    "Layer",
+    "Metrics",
+    "RateLimit",
+    "RequestId",
+    "Tracing",
+    "Wire",
+]

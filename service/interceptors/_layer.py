@@ -73,14 +73,23 @@ class Refusal(Exception):
         await context.abort(self.code, self.message)
 
 
+# Methods nobody registered are counted and traced under this one name, so callers cannot create
+# metric series or span names by inventing methods.
+UNKNOWN_METHOD = "/unknown/unknown"
+
+
 @dataclass(frozen=True, slots=True)
 class Method:
-    """The method a handler serves: its name, and the name it is counted under (unknown ones share one)."""
+    """The method a handler serves: its name, whether it is registered, and its handler."""
 
     name: str
-    label: str
     known: bool
     handler: grpc.RpcMethodHandler
+
+    @property
+    def label(self) -> str:
+        """The name it is counted and traced under: its own, or UNKNOWN_METHOD for an unknown one."""
+        return self.name if self.known else UNKNOWN_METHOD
 
     @property
     def streaming(self) -> bool:

@@ -18,7 +18,6 @@ import grpc
 from ._layer import Call, Hooks, Layer, Method, Refusal
 from .errors import exit_failed, internal_error
 
-UNKNOWN_METHOD = "/unknown/unknown"
 _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -176,13 +175,12 @@ class Chain:
 
     def __init__(self, layers: Iterable[Layer]) -> None:
         self._layers = tuple(layers)
-        self._known: set[str] = set()
         self._wrapped: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self._unknown = grpc.unary_unary_rpc_method_handler(_unimplemented)
 
     def wrap(self, name: str, handler: grpc.RpcMethodHandler, *, known: bool = True) -> grpc.RpcMethodHandler:
         """``handler`` of the method ``name`` ("/pkg.Service/Method") with every layer's hooks about each call."""
-        method = Method(name, name if known else UNKNOWN_METHOD, known, handler)
+        method = Method(name, known, handler)
         hooks = [h for layer in self._layers if (h := layer.hooks(method)) is not None]
         return _wrap(_Plan(method, hooks), handler)
 
