@@ -87,8 +87,7 @@ class Auth:
     def _guard(self, call: Call, method: str | None) -> None:
         failures = self._failures
         # Only an address that failed before can be throttled; until one has, no call asks for its peer.
-        host = peer_host(call.peer()) if failures else ""
-        if failures and (wait := failures.wait(host)):
+        if failures and (wait := failures.wait(peer_host(call.peer()))):
             self._on_refusal("throttled")
             raise Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -101,7 +100,7 @@ class Auth:
         except AuthError as error:
             self._on_refusal(error.reason)
             if failures is not None and error.code is grpc.StatusCode.UNAUTHENTICATED:
-                failures.take(host or peer_host(call.peer()))
+                failures.take(peer_host(call.peer()))  # Call keeps the peer: grpc is asked once
             raise Refusal(error.code, error.message) from None
         structlog.contextvars.bind_contextvars(principal=principal)
         current_principal.set(principal)
