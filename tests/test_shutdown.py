@@ -35,13 +35,21 @@ def start(pki: Pki) -> Iterator[StartServer]:
         process.stop()
 
 
+async def _sigterm_during_slow_call(
+    server: ServerProcess, channel: grpc.aio.Channel, seconds: str
+) -> asyncio.Future[str]:
+    """Start a call the slow servicer holds for ``seconds``; once it is in flight, send SIGTERM."""
+    call = asyncio.ensure_future(say_hello(channel, seconds))
+    await server.await_event("slow call started")
+    server.signal(signal.SIGTERM)
+    return call
+
+
 async def test_sigterm_lets_in_flight_call_finish(start: StartServer, pki: Pki) -> None:
     server = start(SLOW_SERVER, HELLO_SHUTDOWN_GRACE_SECONDS=20)
     port = server.serving_port()
     async with create_channel(client_settings(pki, port, timeout=20)) as channel:
-        call = asyncio.ensure_future(say_hello(channel, "1.5"))
-        await server.await_event("slow call started")
-        server.signal(signal.SIGTERM)
+        call = await _sigterm_during_slow_call(server, channel, "1.5")
         await server.await_event("stop signal: shutting down")
         assert await call == "Hello, 1.5!"
     assert await asyncio.to_thread(server.wait) == 0
@@ -52,9 +60,7 @@ async def test_no_new_calls_after_sigterm(start: StartServer, pki: Pki) -> None:
     server = start(SLOW_SERVER, HELLO_SHUTDOWN_GRACE_SECONDS=20)
     port = server.serving_port()
     async with create_channel(client_settings(pki, port, timeout=20)) as channel:
-        in_flight = asyncio.ensure_future(say_hello(channel, "2"))
-        await server.await_event("slow call started")
-        server.signal(signal.SIGTERM)
+        in_flight = await _sigterm_during_slow_call(server, channel, "2")
         await server.await_event("refusing new calls")
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await say_hello(channel, "0")
@@ -67,9 +73,7 @@ async def test_second_signal_stops_at_once(start: StartServer, pki: Pki) -> None
     server = start(SLOW_SERVER, HELLO_SHUTDOWN_GRACE_SECONDS=60)
     port = server.serving_port()
     async with create_channel(client_settings(pki, port, timeout=60)) as channel:
-        call = asyncio.ensure_future(say_hello(channel, "60"))
-        await server.await_event("slow call started")
-        server.signal(signal.SIGTERM)
+        call = await _sigterm_during_slow_call(server, channel, "60")
         await server.await_event("stop signal: shutting down")
         began = time.monotonic()
         server.signal(signal.SIGINT)
