@@ -31,14 +31,13 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         timeout=10,
     )
     latencies: list[float] = []
-    failed = 0
-    deadline = time.perf_counter() + args.seconds
-    budget = [args.max_calls]
+    failed, budget = 0, args.max_calls
+    deadline = 0.0  # set once the channels are warm, just before the workers start
 
     async def worker(channel: grpc.aio.Channel) -> None:
-        nonlocal failed
-        while budget[0] > 0 and time.perf_counter() < deadline:
-            budget[0] -= 1
+        nonlocal failed, budget
+        while budget > 0 and time.perf_counter() < deadline:
+            budget -= 1
             started = time.perf_counter()
             try:
                 await say_hello(channel, "bench")
