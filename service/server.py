@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import structlog
@@ -49,6 +50,7 @@ SERVICE_FILES: tuple[FileDescriptor, ...] = (
 )
 
 log = structlog.get_logger("hello.server")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,16 +78,21 @@ def _known_methods(files: Iterable[FileDescriptor]) -> list[str]:
     return [f"{s.full_name}/{m.name}" for f in files for s in f.services_by_name.values() for m in s.methods]
 
 
+def _from_file(setting: str, path: Path, load: Callable[[Path], T], malformed: type[Exception]) -> T:
+    """``load(path)``; a file that cannot be read or parsed is the start-up error naming ``setting``."""
+    try:
+        return load(path)
+    except OSError as exc:
+        raise ConfigError(setting, f"cannot read {path}: {exc.strerror}") from None
+    except (malformed, UnicodeDecodeError) as exc:
+        raise ConfigError(setting, f"{path}: {exc}") from None
+
+
 def _token_file(auth: AuthSettings) -> TokenFile:
     setting = env_name("auth", "tokens_file")
     if auth.tokens_file is None:
         raise ConfigError(setting, "is required: a file of accepted bearer tokens (make certs writes certs/token)")
-    try:
-        return TokenFile(auth.tokens_file, auth.reload_seconds, log)
-    except OSError as exc:
-        raise ConfigError(setting, f"cannot read {auth.tokens_file}: {exc.strerror}") from None
-    except (TokenFileError, UnicodeDecodeError) as exc:
-        raise ConfigError(setting, f"{auth.tokens_file}: {exc}") from None
+    return _from_file(setting, auth.tokens_file, lambda path: TokenFile(path, auth.reload_seconds, log), TokenFileError)
 
 
 def _authenticator(auth: AuthSettings, tls: ServerTls | None) -> Authenticate:
@@ -100,12 +107,9 @@ def _authenticator(auth: AuthSettings, tls: ServerTls | None) -> Authenticate:
 def _policy(auth: AuthSettings) -> Policy | None:
     if auth.policy_file is None:
         return None
-    try:
-        return Policy.from_file(auth.policy_file, _known_methods(SERVICE_FILES))
-    except OSError as exc:
-        raise ConfigError(env_name("auth", "policy_file"), f"cannot read {auth.policy_file}: {exc.strerror}") from None
-    except (PolicyError, UnicodeDecodeError) as exc:
-        raise ConfigError(env_name("auth", "policy_file"), f"{auth.policy_file}: {exc}") from None
+    methods = _known_methods(SERVICE_FILES)
+    setting = env_name("auth", "policy_file")
+    return _from_file(setting, auth.policy_file, lambda path: Policy.from_file(path, methods), PolicyError)
 
 
 def _tls(settings: Settings) -> ServerTls | None:
