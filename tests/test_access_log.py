@@ -116,10 +116,7 @@ async def test_exception_becomes_internal_without_internals(pki: Pki) -> None:
 
 
 async def _call_with_request_id(pki: Pki, port: int, request_id: str | None, name: str) -> tuple[Any, Any, Any]:
-    credentials = grpc.composite_channel_credentials(
-        grpc.ssl_channel_credentials(pki.ca.read_bytes()), grpc.access_token_call_credentials(pki.token)
-    )
-    async with grpc.aio.secure_channel(f"localhost:{port}", credentials) as channel:
+    async with create_channel(client_settings(pki, port)) as channel:
         metadata = (("x-request-id", request_id),) if request_id is not None else ()
         call = helloworld_pb2_grpc.HelloWorldServiceStub(channel).SayHello(
             pb.HelloRequest(name=name), metadata=metadata, timeout=5
@@ -150,11 +147,8 @@ async def test_request_id_round_trip(pki: Pki, sent: str | None, kept: bool, nam
 
 
 async def test_streaming_replies_send_the_request_id_with_their_headers(pki: Pki) -> None:
-    credentials = grpc.composite_channel_credentials(
-        grpc.ssl_channel_credentials(pki.ca.read_bytes()), grpc.access_token_call_credentials(pki.token)
-    )
     async with running(server_settings(pki)) as built:
-        async with grpc.aio.secure_channel(f"localhost:{built.port}", credentials) as channel:
+        async with create_channel(client_settings(pki, built.port)) as channel:
             call = helloworld_pb2_grpc.HelloWorldServiceStub(channel).SayHelloRepeated(
                 pb.SayHelloRepeatedRequest(name="Ann", count=2), metadata=(("x-request-id", "stream-1"),), timeout=5
             )
