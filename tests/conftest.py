@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 # Keep grpc's C core quiet in the test output (it reads this when grpc is first imported).
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from service.certs import write_dev_pki
+from service.client import create_channel
 from service.server import BuiltServer, build_server
 from service.settings import ClientSettings, Settings
 from service.tokens import parse_tokens
@@ -139,6 +142,11 @@ def client_settings(pki: Pki, port: int, **overrides: Any) -> ClientSettings:
     }
     values.update(overrides)
     return ClientSettings(**values)
+
+
+def tokenless_channel(pki: Pki, port: int) -> AbstractAsyncContextManager[grpc.aio.Channel]:
+    """A TLS channel that trusts the dev CA and sends no token: each auth test adds the metadata it means to."""
+    return create_channel(client_settings(pki, port, token=None))
 
 
 @pytest.fixture

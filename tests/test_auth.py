@@ -11,17 +11,13 @@ from service.client import check_health, create_channel, say_hello
 from service.generated.rpc_package import helloworld_pb2
 from service.server import BuiltServer
 
-from .conftest import Pki, client_settings, secret
+from .conftest import Pki, client_settings, secret, tokenless_channel
 
 WRONG_TOKEN = secret("not-the-right-token-0123456789")
 
 
-def _secure_channel(pki: Pki, port: int) -> grpc.aio.Channel:
-    return grpc.aio.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(pki.ca.read_bytes()))
-
-
 async def _say_hello_with(pki: Pki, port: int, metadata: tuple[tuple[str, str], ...]) -> grpc.aio.AioRpcError:
-    async with _secure_channel(pki, port) as channel:
+    async with tokenless_channel(pki, port) as channel:
         call = channel.unary_unary(
             "/rpc_package.HelloWorldService/SayHello",
             request_serializer=helloworld_pb2.HelloRequest.SerializeToString,
@@ -66,7 +62,7 @@ async def test_wrong_token_through_the_client_library(server: BuiltServer, pki: 
 
 
 async def test_scheme_is_case_insensitive(server: BuiltServer, pki: Pki) -> None:
-    async with _secure_channel(pki, server.port) as channel:
+    async with tokenless_channel(pki, server.port) as channel:
         call = channel.unary_unary(
             "/rpc_package.HelloWorldService/SayHello",
             request_serializer=helloworld_pb2.HelloRequest.SerializeToString,
@@ -86,7 +82,7 @@ async def test_health_needs_no_token(server: BuiltServer, pki: Pki) -> None:
 
 
 async def test_reflection_needs_a_token(server: BuiltServer, pki: Pki) -> None:
-    async with _secure_channel(pki, server.port) as channel:
+    async with tokenless_channel(pki, server.port) as channel:
         call = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
         with pytest.raises(grpc.aio.AioRpcError) as error:
             async for _ in call(iter([b""]), timeout=5):
@@ -96,7 +92,7 @@ async def test_reflection_needs_a_token(server: BuiltServer, pki: Pki) -> None:
 
 async def test_unknown_method_without_token_is_unauthenticated(server: BuiltServer, pki: Pki) -> None:
     # An anonymous caller cannot probe which methods exist.
-    async with _secure_channel(pki, server.port) as channel:
+    async with tokenless_channel(pki, server.port) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await channel.unary_unary("/rpc_package.HelloWorldService/Nope")(b"", timeout=5)
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED

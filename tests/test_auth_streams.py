@@ -15,16 +15,12 @@ from service.errors import ConfigError
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.server import build_server
 
-from .conftest import Pki, client_settings, running, server_settings
+from .conftest import Pki, client_settings, running, server_settings, tokenless_channel
 from .spy import SpyServicer
 
 METHOD = "/rpc_package.HelloWorldService/"
 # A length-delimited field that claims 5 bytes and has 2: not a valid message.
 MALFORMED = b"\x0a\x05ab"
-
-
-def _tls_channel(pki: Pki, port: int) -> grpc.aio.Channel:
-    return grpc.aio.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(pki.ca.read_bytes()))
 
 
 async def _requests(*bodies: bytes) -> AsyncIterator[bytes]:
@@ -61,7 +57,7 @@ VALID_BODY = {
 @pytest.mark.parametrize("body", ["valid", "malformed"])
 async def test_unauthenticated_call_never_enters_the_handler(pki: Pki, kind: str, body: str) -> None:
     spy = SpyServicer()
-    async with running(server_settings(pki), spy) as built, _tls_channel(pki, built.port) as channel:
+    async with running(server_settings(pki), spy) as built, tokenless_channel(pki, built.port) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await _call_raw(channel, kind, VALID_BODY[kind] if body == "valid" else MALFORMED)
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -71,7 +67,7 @@ async def test_unauthenticated_call_never_enters_the_handler(pki: Pki, kind: str
 @pytest.mark.parametrize("kind", KINDS)
 async def test_authenticated_call_of_each_kind_runs(pki: Pki, kind: str) -> None:
     spy = SpyServicer()
-    async with running(server_settings(pki), spy) as built, _tls_channel(pki, built.port) as channel:
+    async with running(server_settings(pki), spy) as built, tokenless_channel(pki, built.port) as channel:
         await _call_raw(channel, kind, VALID_BODY[kind], (("authorization", f"Bearer {pki.token}"),))
     assert len(spy.entered) == 1
 
@@ -113,7 +109,7 @@ async def test_certificate_modes_need_a_client_ca(pki: Pki, mode: str) -> None:
 
 async def test_public_reflection_needs_no_token(pki: Pki) -> None:
     settings = server_settings(pki, auth={"tokens_file": pki.token_file, "public_reflection": True})
-    async with running(settings) as built, _tls_channel(pki, built.port) as channel:
+    async with running(settings) as built, tokenless_channel(pki, built.port) as channel:
         call = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
         from grpc_reflection.v1alpha import reflection_pb2
 
