@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import json as stdlib_json
 import logging
 import sys
@@ -15,6 +16,7 @@ from typing import IO, Any, TextIO
 import orjson
 import structlog
 from opentelemetry import trace
+from structlog.contextvars import STRUCTLOG_KEY_PREFIX, STRUCTLOG_KEY_PREFIX_LEN
 from structlog.typing import EventDict, Processor
 
 from .settings import LogSettings
@@ -116,24 +118,71 @@ class _Queued(logging.Handler):
             self.handleError(record)
 
 
-def utc_timestamper() -> Processor:
-    """Add ``timestamp`` as ISO 8601 UTC with microseconds ("2026-01-02T03:04:05.123456Z").
+class _UtcClock:
+    """ISO 8601 UTC with microseconds ("2026-01-02T03:04:05.123456Z"), as TimeStamper(fmt="iso", utc=True) writes.
 
-    What structlog's TimeStamper(fmt="iso", utc=True) writes, at a quarter of its cost: the date
-    and time up to the second are formatted once a second, not once per line.
+    At a quarter of TimeStamper's cost: the date and time up to the second are formatted once a
+    second, not once per line.
     """
-    second, prefix = -1, ""
+
+    def __init__(self) -> None:
+        self._second, self._prefix = -1, ""
+
+    def now(self) -> str:
+        """The current time."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+
+
+def utc_timestamper() -> Processor:
+    """Add ``timestamp`` as ISO 8601 UTC with microseconds ("2026-01-02T03:04:05.123456Z")."""
+    clock = _UtcClock()
 
     def add_timestamp(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
-        nonlocal second, prefix
-        now = time.time()
-        if int(now) != second:
-            second = int(now)
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        event_dict["timestamp"] = f"{prefix}.{int((now - second) * 1e6):06d}Z"
+        event_dict["timestamp"] = clock.now()
         return event_dict
 
     return add_timestamp
+
+
+def _fallback(value: Any) -> Any:
+    # What JSONRenderer does with a value JSON has no type for: its __structlog__(), else repr().
+    structlog_form = getattr(value, "__structlog__", None)
+    return structlog_form() if structlog_form is not None else repr(value)
+
+
+_LEVEL_OF_METHOD = {"warn": "warning", "exception": "error"}
+
+
+def json_line(trace_context: bool) -> Processor:
+    """The JSON fast path's whole chain as one processor, rendering to bytes.
+
+    The same line as merge_contextvars, [add_trace_context], add_log_level, utc_timestamper,
+    _tracebacks and JSONRenderer(orjson) in that order, in one call instead of six: a busy
+    server writes a line per call, and each processor call costs it more than its work does.
+    """
+    clock = _UtcClock()
+
+    def render(logger: Any, method: str, event_dict: EventDict) -> bytes:
+        context = contextvars.copy_context()
+        for var in context:
+            name = var.name
+            if name.startswith(STRUCTLOG_KEY_PREFIX):
+                value = context[var]
+                if value is not Ellipsis:
+                    event_dict.setdefault(name[STRUCTLOG_KEY_PREFIX_LEN:], value)
+        if trace_context:
+            add_trace_context(logger, method, event_dict)
+        event_dict["level"] = _LEVEL_OF_METHOD.get(method, method)
+        event_dict["timestamp"] = clock.now()
+        if "exc_info" in event_dict:
+            event_dict = structlog.processors.dict_tracebacks(logger, method, event_dict)
+        return _json_bytes(event_dict, default=_fallback)
+
+    return render
 
 
 def configure_logging(settings: LogSettings, stream: TextIO | None = None, *, trace_context: bool = True) -> None:
@@ -163,11 +212,7 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None, *, tr
         # Lines of the last loop iteration (the "stopped" line) must not die with the loop.
         atexit.register(logger.flush)
     structlog.configure(
-        processors=[
-            *shared,
-            *exceptions,
-            structlog.processors.JSONRenderer(serializer=_json_bytes) if fast else renderer,
-        ],
+        processors=[json_line(trace_context)] if fast else [*shared, *exceptions, renderer],
         # A filtering bound logger drops disabled levels before any processor runs: the cheap path.
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=((lambda *_args: logger) if fast else structlog.WriteLoggerFactory(file=stream)),

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from service.logs import LoopFlushedLogger, configure_logging, utc_timestamper
+from service.logs import LoopFlushedLogger, configure_logging, json_line, utc_timestamper
 from service.settings import LogSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +69,51 @@ def test_json_lines_carry_context_level_and_values_orjson_refuses() -> None:
     assert failure["level"] == "error"
     [frame] = failure["exception"]
     assert (frame["exc_type"], frame["exc_value"]) == ("ValueError", "boom")
+
+
+class _Custom:
+    def __structlog__(self) -> str:
+        return "custom form"
+
+
+def test_the_fused_json_processor_writes_what_structlogs_own_chain_writes() -> None:
+    # json_line stands in for merge_contextvars, add_log_level, a timestamper, dict_tracebacks and
+    # JSONRenderer; the two must agree on every field but the time.
+    chain = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.dict_tracebacks,
+        structlog.processors.JSONRenderer(),
+    ]
+
+    def through_structlog(method: str, event: dict[str, Any]) -> dict[str, Any]:
+        for processor in chain:
+            event = processor(None, method, event)
+        return dict(json.loads(event))  # type: ignore[arg-type]
+
+    fused = json_line(trace_context=False)
+    structlog.contextvars.bind_contextvars(request_id="r-9", principal="dev", shadowed="context")
+    try:
+        try:
+            raise KeyError("gone")
+        except KeyError as error:
+            cases = [
+                ("info", {"event": "rpc", "code": "OK", "shadowed": "event", "odd": io, "custom": _Custom()}),
+                ("warn", {"event": "slow"}),
+                ("exception", {"event": "failed", "exc_info": error}),
+            ]
+            for method, event in cases:
+                ours = json.loads(fused(None, method, dict(event)))
+                theirs = through_structlog(method, dict(event))
+                assert ISO_UTC.fullmatch(ours.pop("timestamp"))
+                theirs.pop("timestamp")
+                for line in (ours, theirs):  # the frames' locals hold this test's own variables
+                    for frame in (f for stack in line.get("exception", ()) for f in stack["frames"]):
+                        frame.pop("locals", None)
+                assert ours == theirs
+    finally:
+        structlog.contextvars.clear_contextvars()
 
 
 async def test_lines_logged_in_the_loop_are_out_by_the_end_of_the_iteration() -> None:
