@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from tests.bench import layers
 from tests.bench.bench import Bench, Pki, Variant, seed_stubs
 
 from .conftest import Pki as FixturePki
@@ -49,6 +50,25 @@ async def test_refused_calls_make_the_run_invalid(pki: FixturePki, tmp_path: Pat
     [result] = await _measure(_bench(pki, tmp_path, "a-token-the-server-does-not-know"), OURS, "h2load 4x32")
     assert result["valid"] is False
     assert result["server_ok_calls"] == 0
+
+
+async def test_every_layer_of_the_production_chain_is_timed_on_every_call(pki: FixturePki, tmp_path: Path) -> None:
+    figures = await asyncio.to_thread(layers.measure, _bench(pki, tmp_path, pki.token), 300)
+    assert (figures["calls"], figures["failed"]) == (300, 0)
+    assert figures["timed_calls"] == layers.WARM_UP + 300
+    # In the chain's order, outermost first, with the hooks each layer has for a unary call.
+    timed = [(name, sorted(hooks)) for name, hooks in figures["layers"].items()]
+    assert timed == [
+        (layers.TIMER, ["enter", "exit"]),
+        ("RequestId", ["enter"]),
+        ("AccessLog", ["exit"]),
+        ("Metrics", ["enter", "exit"]),
+        ("ConcurrencyLimit", ["enter", "exit"]),
+        ("Auth", ["enter"]),
+        ("Wire", ["decode", "encode"]),
+    ]
+    assert all(us > 0 for hooks in figures["layers"].values() for us in hooks.values())
+    assert "| AccessLog |" in layers.report(figures)
 
 
 def test_seed_server_is_the_article_verbatim() -> None:

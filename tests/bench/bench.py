@@ -13,8 +13,9 @@ Modes: pinned (server on core 0, load on core 1) and unpinned.
 
 Every run is bounded by a call count sized from a warm-up, and checked: for our server, the
 server's own count of OK calls (grpc_server_handled_total) must equal the calls h2load completed.
+Last, ours once more with each layer's hooks timed inside the server (tests/bench/layers.py).
 
-Usage: python -m tests.bench.bench [--quick] [--repetitions N] [--soak-calls N] [--out DIR]
+Usage: python -m tests.bench.bench [--quick] [--repetitions N] [--soak-calls N] [--layer-calls N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ class Variant:
             return [sys.executable, "-m", "tests.bench.bare_server", str(port), "--tls", *tls]
         if self.name == "seed":
             return [sys.executable, str(ROOT / "tests" / "seed" / "hello_server.py")]
+        if self.name == "layers":
+            return [sys.executable, "-m", "tests.bench.layers"]  # hello-server with its hooks timed
         return [str(BIN / "hello-server")]
 
 
@@ -171,10 +174,10 @@ class Bench:
     duration: float
     results: list[dict[str, Any]] = field(default_factory=list)
 
-    def start(self, variant: Variant, pinned: bool) -> Server:
+    def start(self, variant: Variant, pinned: bool, extra_env: dict[str, str] | None = None) -> Server:
         port = SEED_PORT if variant.name == "seed" else free_port()
         metrics_port = None
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HELLO_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HELLO_")} | (extra_env or {})
         env["GRPC_VERBOSITY"] = "NONE"
         if variant.name == "seed":
             env["PYTHONPATH"] = str(self.seed_path)
@@ -406,10 +409,11 @@ def main() -> int:
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--duration", type=float, default=1.0, help="seconds per measured run")
     parser.add_argument("--soak-calls", type=int, default=200_000)
+    parser.add_argument("--layer-calls", type=int, default=20_000, help="calls for the per-layer timing")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()
     if args.quick:
-        args.repetitions, args.duration, args.soak_calls = 1, 0.7, 0
+        args.repetitions, args.duration, args.soak_calls, args.layer_calls = 1, 0.7, 0, 3000
     for tool in ("h2load", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench: {tool} is missing (make bench installs nghttp2-client)")
@@ -447,6 +451,11 @@ def main() -> int:
                     server.stop()
     ours = next(variant for variant in variants if variant.name == "ours")
     soak = bench.soak(ours, args.soak_calls) if args.soak_calls else None
+    from .layers import measure as measure_layers
+    from .layers import report as layers_report
+
+    print("ours, every layer's hooks timed", flush=True)
+    layers = measure_layers(bench, args.layer_calls)
     header = {
         "grpcio": grpc.__version__,
         "nproc": os.cpu_count(),
@@ -455,13 +464,15 @@ def main() -> int:
         "command": "make bench" + (" QUICK=1" if args.quick else ""),
         "seconds": round(time.monotonic() - started),
     }
-    table = report(bench, soak, header)
+    table = report(bench, soak, header) + "\n\n" + layers_report(layers)
     args.out.mkdir(exist_ok=True)
     (args.out / "bench.md").write_text(table + "\n")
-    (args.out / "bench.json").write_text(json.dumps({"header": header, "runs": bench.results, "soak": soak}, indent=2))
+    (args.out / "bench.json").write_text(
+        json.dumps({"header": header, "runs": bench.results, "soak": soak, "layers": layers}, indent=2)
+    )
     print("\n" + table)
     shutil.rmtree(work, ignore_errors=True)
-    return 1 if any(not r["valid"] for r in bench.results) else 0
+    return 1 if layers["failed"] or any(not r["valid"] for r in bench.results) else 0
 
 
 if __name__ == "__main__":
