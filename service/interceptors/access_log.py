@@ -70,26 +70,33 @@ class AccessLog:
     """
 
     def __init__(self, logger: Any = None, quiet_services: tuple[str, ...] = ()) -> None:
-        self._log = logger if logger is not None else structlog.get_logger("hello.access")
+        # Bound now, not through structlog's lazy proxy on every line (structlog's advice for hot
+        # paths); build_server runs after logging is configured. capture_logs still sees the
+        # lines: it changes the processor list this logger holds, in place.
+        log = logger if logger is not None else structlog.get_logger("hello.access").bind()
+        self._methods = {level: getattr(log, level) for level in ("debug", "info", "warning", "error")}
         self._quiet = tuple(f"/{service}/" for service in quiet_services)
 
     def hooks(self, method: Method) -> Hooks:
         """Counts messages on streams; writes the line at exit."""
         quiet = method.name.startswith(self._quiet)
         if method.streaming:
-            return Hooks(exit=lambda call: self._write(call, quiet, True), received=_received, sent=_sent)
-        return Hooks(exit=lambda call: self._write(call, quiet, False))
+            return Hooks(
+                exit=lambda call: self._write(call, quiet, received=call.received, sent=call.sent),
+                received=_received,
+                sent=_sent,
+            )
+        return Hooks(exit=lambda call: self._write(call, quiet))
 
-    def _write(self, call: Call, quiet: bool, streaming: bool) -> None:
+    def _write(self, call: Call, quiet: bool, **counts: int) -> None:
         code = call.code
-        level = "debug" if quiet and code is grpc.StatusCode.OK else _LEVELS[code]
-        fields: dict[str, Any] = {
-            "method": call.method,
-            "code": _NAMES[code],
-            "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
-            "peer": _readable(call.peer()),
-            "user_agent": _user_agent(call.metadata),
-        }
-        if streaming:
-            fields.update(received=call.received, sent=call.sent)
-        getattr(self._log, level)("rpc", **fields)
+        log = self._methods["debug" if quiet and code is grpc.StatusCode.OK else _LEVELS[code]]
+        log(
+            "rpc",
+            method=call.method,
+            code=_NAMES[code],
+            duration_ms=round((time.perf_counter() - call.started) * 1000, 3),
+            peer=_readable(call.peer()),
+            user_agent=_user_agent(call.metadata),
+            **counts,
+        )
