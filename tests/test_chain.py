@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -83,3 +84,32 @@ async def test_a_failing_enter_hook_is_internal_and_the_layers_outside_it_see_th
     assert inner.codes == []  # never entered
     [failure] = [e for e in logs if e["event"] == "unhandled exception in handler"]
     assert failure["request_id"] == "r-enter"
+
+
+def _pending_call_requests() -> list[str]:
+    """The names of grpc.aio's tasks waiting for the next call (one per method registered by name, one generic)."""
+    names = [getattr(task.get_coro(), "__qualname__", "") for task in asyncio.all_tasks()]
+    return sorted(name.rsplit(".", 1)[-1] for name in names if "request" in name and "call" in name)
+
+
+async def test_methods_are_served_without_a_pending_request_per_method(pki: Pki) -> None:
+    # grpc.aio waits on every pending request for each call it accepts; the chain registers no
+    # method by name, so one generic request serves them all (and the calls still work).
+    async with stub_for(pki, Chain([RequestId()])) as stub:
+        reply = await stub.SayHello(pb.HelloRequest(name="Ann"))
+        pending = _pending_call_requests()
+    assert reply.message == "Hello, Ann!"
+    assert pending == ["_request_call"]
+
+
+async def test_a_server_with_methods_registered_by_name_has_a_pending_request_for_each(pki: Pki) -> None:
+    # What the test above guards against, on a server registered the usual way (the bare baseline's).
+    server = grpc.aio.server()
+    helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(HelloServicer(), server)
+    server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        pending = _pending_call_requests()
+    finally:
+        await server.stop(None)
+    assert pending == ["_request_call"] + ["_request_registered_call"] * 4

@@ -202,31 +202,43 @@ class Chain:
 
 
 class Services:
-    """A stand-in server for generated registration functions: handlers reach the real one wrapped."""
+    """A stand-in server for generated registration functions: handlers reach the real one wrapped.
+
+    Every method is served through one generic handler, none is registered by name. grpc.aio's
+    server keeps a pending request per registered method, plus one for everything else, and waits
+    on all of them (asyncio.wait) for every call it accepts: with health and reflection registered
+    too, that was a fifth of the Python function calls per call (8 pending requests instead of 1,
+    counted with cProfile). Looking the method up in a dict of our own costs one call instead.
+    """
 
     def __init__(self, server: grpc.aio.Server, chain: Chain) -> None:
-        self._server, self._chain = server, chain
+        self._chain = chain
         self._fallback = _Fallback(chain)
         server.add_generic_rpc_handlers((self._fallback,))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        """Registered methods are looked up by name before any generic handler: the fast path."""
-        wrapped = {name: self._chain.cached(f"/{service}/{name}", h) for name, h in handlers.items()}
-        self._server.add_registered_method_handlers(service, wrapped)
+        """Looked up by name in our dict, before any generic handler, as grpc looks up registered methods."""
+        for name, handler in handlers.items():
+            method = f"/{service}/{name}"
+            self._fallback.by_name[method] = self._chain.cached(method, handler)
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        """Generic handlers answer what is not registered by name; theirs are wrapped when first asked."""
+        """Generic handlers answer every method; theirs are wrapped when first asked."""
         self._fallback.generic.extend(handlers)
 
 
 class _Fallback(grpc.GenericRpcHandler):  # type: ignore[misc]
-    """Asked for any method not registered by name: the generic handlers' methods, else UNIMPLEMENTED."""
+    """Asked for every method: the registered ones by name, else the generic handlers', else UNIMPLEMENTED."""
 
     def __init__(self, chain: Chain) -> None:
         self._chain = chain
+        self.by_name: dict[str, grpc.RpcMethodHandler] = {}
         self.generic: list[grpc.GenericRpcHandler] = []
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        handler = self.by_name.get(details.method)
+        if handler is not None:
+            return handler
         for generic in self.generic:
             handler = generic.service(details)
             if handler is not None:
