@@ -19,7 +19,7 @@ DEPLOY_VENV := .venv-deploy
 
 # Programs the tests drive, as command:Debian-package; installed with apt-get where missing.
 SYSTEM_TOOLS := kubectl:kubectl prometheus:prometheus promtool:prometheus h2load:nghttp2-client nghttp:nghttp2-client \
-	openssl:openssl taskset:util-linux
+	openssl:openssl taskset:util-linux valgrind:valgrind callgrind_control:valgrind
 
 .PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets proto certs run test lint fmt lock wheel clean
 

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tests.bench import layers
+from tests.bench import instructions, layers
 from tests.bench.bench import Bench, Pki, Variant, seed_stubs
 
 from .conftest import Pki as FixturePki
@@ -69,6 +69,15 @@ async def test_every_layer_of_the_production_chain_is_timed_on_every_call(pki: F
     ]
     assert all(us > 0 for hooks in figures["layers"].values() for us in hooks.values())
     assert "| AccessLog |" in layers.report(figures)
+
+
+async def test_instructions_per_call_are_counted_under_callgrind(pki: FixturePki, tmp_path: Path) -> None:
+    bare_tls = instructions.VARIANTS["bare-tls"]
+    counted = await asyncio.to_thread(instructions.count, _bench(pki, tmp_path, pki.token), bare_tls, 200)
+    assert (counted["calls"], counted["failed"]) == (200, 0)
+    # A call through grpc's C core and Python takes hundreds of thousands of instructions, not a few.
+    assert 50_000 < counted["instructions_per_call"] < 50_000_000
+    assert "| bare-tls |" in instructions.report([counted])
 
 
 def test_seed_server_is_the_article_verbatim() -> None:

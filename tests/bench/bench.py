@@ -13,9 +13,11 @@ Modes: pinned (server on core 0, load on core 1) and unpinned.
 
 Every run is bounded by a call count sized from a warm-up, and checked: for our server, the
 server's own count of OK calls (grpc_server_handled_total) must equal the calls h2load completed.
-Last, ours once more with each layer's hooks timed inside the server (tests/bench/layers.py).
+Last, ours once more with each layer's hooks timed inside the server (tests/bench/layers.py), and
+the instructions per call of bare-tls and ours under callgrind (tests/bench/instructions.py).
 
-Usage: python -m tests.bench.bench [--quick] [--repetitions N] [--soak-calls N] [--layer-calls N] [--out DIR]
+Usage: python -m tests.bench.bench [--quick] [--repetitions N] [--soak-calls N] [--layer-calls N]
+       [--instruction-calls N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -174,7 +176,15 @@ class Bench:
     duration: float
     results: list[dict[str, Any]] = field(default_factory=list)
 
-    def start(self, variant: Variant, pinned: bool, extra_env: dict[str, str] | None = None) -> Server:
+    def start(
+        self,
+        variant: Variant,
+        pinned: bool,
+        extra_env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
+        startup_seconds: float = 30,
+    ) -> Server:
+        """Start ``variant`` (under ``wrapper``, a command such as valgrind, if given) and wait until it listens."""
         port = SEED_PORT if variant.name == "seed" else free_port()
         metrics_port = None
         env = {k: v for k, v in os.environ.items() if not k.startswith("HELLO_")} | (extra_env or {})
@@ -198,15 +208,15 @@ class Bench:
                 env["HELLO_TLS__CLIENT_CA_FILE"] = str(self.pki.dir / "ca.pem")
             if variant.name == "workers":
                 env["HELLO_WORKERS"] = "2"
-        command = variant.command(port, self.pki.dir)
+        command = [*(wrapper or []), *variant.command(port, self.pki.dir)]
         if pinned:
             command = ["taskset", "-c", "0", *command]
         log = (self.work / f"{variant.name}-access.log").open("ab")
         proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        wait_listening(port, proc)
+        wait_listening(port, proc, startup_seconds)
         server = Server(variant, proc, port, metrics_port, log)
         if metrics_port is not None:
-            wait_listening(metrics_port, proc)
+            wait_listening(metrics_port, proc, startup_seconds)
         return server
 
     def h2load(self, server: Server, connections: int, streams: int, calls: int, pinned: bool) -> dict[str, Any]:
@@ -404,16 +414,19 @@ def report(bench: Bench, soak: dict[str, float] | None, header: dict[str, Any]) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one repetition, short runs, no soak: under a minute")
+    parser.add_argument(
+        "--quick", action="store_true", help="one repetition, short runs, no soak, no callgrind: under a minute"
+    )
     # Five: this machine is shared, and single runs of the bare server vary by a third.
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--duration", type=float, default=1.0, help="seconds per measured run")
     parser.add_argument("--soak-calls", type=int, default=200_000)
     parser.add_argument("--layer-calls", type=int, default=20_000, help="calls for the per-layer timing")
+    parser.add_argument("--instruction-calls", type=int, default=2000, help="calls counted under callgrind (0: none)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()
     if args.quick:
-        args.repetitions, args.duration, args.soak_calls, args.layer_calls = 1, 0.7, 0, 3000
+        args.repetitions, args.duration, args.soak_calls, args.layer_calls, args.instruction_calls = 1, 0.7, 0, 3000, 0
     for tool in ("h2load", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench: {tool} is missing (make bench installs nghttp2-client)")
@@ -456,6 +469,14 @@ def main() -> int:
 
     print("ours, every layer's hooks timed", flush=True)
     layers = measure_layers(bench, args.layer_calls)
+    from .instructions import VARIANTS as UNDER_CALLGRIND
+    from .instructions import count as count_instructions
+    from .instructions import report as instructions_report
+
+    instructions = []
+    for name in UNDER_CALLGRIND if args.instruction_calls else ():
+        print(f"{name} under callgrind", flush=True)
+        instructions.append(count_instructions(bench, UNDER_CALLGRIND[name], args.instruction_calls))
     header = {
         "grpcio": grpc.__version__,
         "nproc": os.cpu_count(),
@@ -464,15 +485,25 @@ def main() -> int:
         "command": "make bench" + (" QUICK=1" if args.quick else ""),
         "seconds": round(time.monotonic() - started),
     }
-    table = report(bench, soak, header) + "\n\n" + layers_report(layers)
+    table = "\n\n".join(
+        [
+            report(bench, soak, header),
+            layers_report(layers),
+            *([instructions_report(instructions)] if instructions else []),
+        ]
+    )
     args.out.mkdir(exist_ok=True)
     (args.out / "bench.md").write_text(table + "\n")
     (args.out / "bench.json").write_text(
-        json.dumps({"header": header, "runs": bench.results, "soak": soak, "layers": layers}, indent=2)
+        json.dumps(
+            {"header": header, "runs": bench.results, "soak": soak, "layers": layers, "instructions": instructions},
+            indent=2,
+        )
     )
     print("\n" + table)
     shutil.rmtree(work, ignore_errors=True)
-    return 1 if layers["failed"] or any(not r["valid"] for r in bench.results) else 0
+    failed = layers["failed"] or any(entry["failed"] for entry in instructions)
+    return 1 if failed or any(not r["valid"] for r in bench.results) else 0
 
 
 if __name__ == "__main__":
