@@ -68,6 +68,8 @@ async def test_every_layer_of_the_production_chain_is_timed_on_every_call(pki: F
         ("Wire", ["decode", "encode"]),
     ]
     assert all(us > 0 for hooks in figures["layers"].values() for us in hooks.values())
+    # The layers the instruction counts leave out one at a time are the chain's.
+    assert tuple(name for name, _hooks in timed[1:]) == instructions.LAYERS
     assert "| AccessLog |" in layers.report(figures)
 
 

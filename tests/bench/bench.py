@@ -139,6 +139,8 @@ class Variant:
             return [sys.executable, str(ROOT / "tests" / "seed" / "hello_server.py")]
         if self.name == "layers":
             return [sys.executable, "-m", "tests.bench.layers"]  # hello-server with its hooks timed
+        if self.name == "ours-without":
+            return [sys.executable, "-m", "tests.bench.instructions"]  # hello-server less one layer
         return [str(BIN / "hello-server")]
 
 

@@ -5,12 +5,17 @@ server executes for the same calls do not (two runs agree within about 0.3 %). T
 under `valgrind --tool=callgrind` (every thread, user space: the kernel's share is not counted);
 after a warm-up its counters are zeroed, h2load sends the calls, and the counters are dumped.
 
-Usage: python -m tests.bench.instructions [--calls N] [VARIANT ...]   (default: bare-tls ours)
+With --each-layer, ours is also counted once without each layer of its chain in turn: what a
+layer costs is what its absence saves. The driver starts this module again as that server, with
+BENCH_WITHOUT naming the layer to leave out.
+
+Usage: python -m tests.bench.instructions [--calls N] [--each-layer] [VARIANT ...]   (default: bare-tls ours)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +28,8 @@ from service.certs import write_dev_pki
 
 from .bench import Bench, Pki, Server, Variant, seed_stubs
 
+WITHOUT_ENV = "BENCH_WITHOUT"
+LAYERS = ("RequestId", "AccessLog", "Metrics", "ConcurrencyLimit", "Auth", "Wire")
 WARM_UP = 300
 # Under valgrind a server starts (imports, TLS set-up) some twenty times slower.
 STARTUP_SECONDS = 300
@@ -44,11 +51,35 @@ def _dumped(out: Path, before: set[Path], timeout: float = 60) -> int:
     raise SystemExit(f"bench: callgrind wrote no dump next to {out} within {timeout}s")
 
 
-def count(bench: Bench, variant: Variant, calls: int) -> dict[str, Any]:
-    """Start ``variant`` under callgrind, warm it up, count the instructions of ``calls`` calls (h2load 4x32)."""
-    out = bench.work / f"callgrind-{variant.name}.out"
+def serve_without(layer: str) -> int:
+    """Run hello-server (its settings from HELLO_*) with every layer of its chain but ``layer``."""
+    import service.server
+    from service.cli.server import main
+
+    chain = service.server.Chain
+
+    class Without(chain):  # type: ignore[misc, valid-type]
+        def __init__(self, layers: Any) -> None:
+            super().__init__([each for each in layers if type(each).__name__ != layer])
+
+    service.server.Chain = Without  # type: ignore[misc]
+    return main([])
+
+
+def count(bench: Bench, variant: Variant, calls: int, without: str | None = None) -> dict[str, Any]:
+    """Start ``variant`` under callgrind, warm it up, count the instructions of ``calls`` calls (h2load 4x32).
+
+    ``without`` names a layer to leave out of ours' chain.
+    """
+    name = variant.name if without is None else f"{variant.name} without {without}"
+    out = bench.work / f"callgrind-{name.replace(' ', '-')}.out"
     wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-line=no", "--dump-instr=no"]
-    server: Server = bench.start(variant, pinned=False, wrapper=wrapper, startup_seconds=STARTUP_SECONDS)
+    if without is not None:
+        variant = Variant("ours-without", name, plaintext=False)
+    extra = None if without is None else {WITHOUT_ENV: without}
+    server: Server = bench.start(
+        variant, pinned=False, extra_env=extra, wrapper=wrapper, startup_seconds=STARTUP_SECONDS
+    )
     try:
         bench.h2load(server, 4, 32, WARM_UP, pinned=False)
         before = set(out.parent.glob(f"{out.name}.*"))
@@ -59,7 +90,7 @@ def count(bench: Bench, variant: Variant, calls: int) -> dict[str, Any]:
     finally:
         server.stop()
     return {
-        "variant": variant.name,
+        "variant": name,
         "calls": done["calls"],
         "failed": done["failed"],
         "instructions_per_call": instructions / max(done["calls"], 1),
@@ -67,24 +98,31 @@ def count(bench: Bench, variant: Variant, calls: int) -> dict[str, Any]:
 
 
 def report(counts: list[dict[str, Any]]) -> str:
-    """A markdown table of instructions per call, and each variant's ratio to the first."""
+    """A markdown table of instructions per call, each variant's ratio to the first, and what left-out layers cost."""
     first = counts[0]
+    ours = next((entry["instructions_per_call"] for entry in counts if entry["variant"] == "ours"), None)
     lines = [
         f"Instructions per call (callgrind, every thread, user space; h2load 4x32, {first['calls']} calls "
         "after a warm-up; repeatable within about 0.3 %):",
         "",
-        f"| variant | instructions per call | ratio to {first['variant']} |",
-        "|---|---:|---:|",
+        f"| variant | instructions per call | ratio to {first['variant']} | the left-out layer's share of ours |",
+        "|---|---:|---:|---:|",
     ]
     for entry in counts:
-        ratio = entry["instructions_per_call"] / first["instructions_per_call"]
-        lines.append(f"| {entry['variant']} | {entry['instructions_per_call']:,.0f} | {ratio:.2f} |")
+        per_call = entry["instructions_per_call"]
+        share = ""
+        if ours is not None and " without " in entry["variant"]:
+            share = f"{ours - per_call:,.0f}"
+        lines.append(
+            f"| {entry['variant']} | {per_call:,.0f} | {per_call / first['instructions_per_call']:.2f} | {share} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--each-layer", action="store_true", help="also count ours without each layer in turn")
     parser.add_argument("variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hello-instructions-"))
@@ -92,9 +130,11 @@ def main() -> int:
     token = next(line.split(":", 1)[1] for line in (work / "pki" / "token").read_text().splitlines() if ":" in line)
     bench = Bench(Pki(work / "pki", token), seed_stubs(work / "seed"), work, duration=1.0)
     counts = [count(bench, VARIANTS[name], args.calls) for name in args.variants]
+    if args.each_layer:
+        counts += [count(bench, VARIANTS["ours"], args.calls, without=layer) for layer in LAYERS]
     print(report(counts))
     return 1 if any(entry["failed"] for entry in counts) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve_without(os.environ[WITHOUT_ENV]) if os.environ.get(WITHOUT_ENV) else main())
