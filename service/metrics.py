@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import prometheus_client
@@ -30,6 +32,8 @@ GO_CODE_NAMES = {
     grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
 }
 METHOD_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+# How often a worker hands its counts to the files its supervisor reads (ServerMetrics.push).
+PUSH_SECONDS = 0.5
 
 # Exposing a *_created series per counter doubles the output for no dashboard's benefit.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -45,24 +49,59 @@ def grpc_type(handler: grpc.RpcMethodHandler) -> str:
     }[(handler.request_streaming, handler.response_streaming)]
 
 
-@dataclass
 class MethodMetrics:
-    """The label-bound series of one method, looked up once per method rather than once per call."""
+    """One method's counts as plain integers, bumped on the serving thread, handed to its series by push().
 
+    A prometheus-client update takes a lock and a few Python calls; the seven a call made were about
+    7 % of the server's instructions per call (callgrind, make bench). Only the serving thread adds
+    to these totals and push() only reads them, so no update is lost and none needs a lock. The
+    handling-time histogram is observed directly: prometheus-client has no public way to add to a
+    bucket's count.
+    """
+
+    def __init__(self, family: _Families, labels: tuple[str, str, str]) -> None:
+        self.seconds: Histogram = family.seconds.labels(*labels)
+        self.started = self.received = self.sent = 0
+        self.handled: dict[grpc.StatusCode, int] = {}
+        self._series = (family.started.labels(*labels), family.received.labels(*labels), family.sent.labels(*labels))
+        self._handled_family, self._labels = family.handled, labels
+        self._pushed = [0, 0, 0]
+        self._handled_pushed: dict[grpc.StatusCode, int] = {}
+
+    def push(self) -> None:
+        """Add what was counted since the last push to the prometheus series (callers hold ServerMetrics' lock)."""
+        for index, total in enumerate((self.started, self.received, self.sent)):
+            if total != self._pushed[index]:
+                self._series[index].inc(total - self._pushed[index])
+                self._pushed[index] = total
+        for code, total in list(self.handled.items()):  # a snapshot: the serving thread may add a code
+            pushed = self._handled_pushed.get(code, 0)
+            if total != pushed:
+                self._handled_family.labels(*self._labels, GO_CODE_NAMES[code]).inc(total - pushed)
+                self._handled_pushed[code] = total
+
+
+@dataclass(frozen=True)
+class _Families:
     started: Counter
     received: Counter
     sent: Counter
+    handled: Counter
     seconds: Histogram
-    _handled: Counter
-    _labels: tuple[str, str, str]
-    _by_code: dict[grpc.StatusCode, Counter] = field(default_factory=dict)
 
-    def handled(self, code: grpc.StatusCode) -> Counter:
-        """The grpc_server_handled_total series of this method for ``code``."""
-        counter = self._by_code.get(code)
-        if counter is None:
-            counter = self._by_code[code] = self._handled.labels(*self._labels, GO_CODE_NAMES[code])
-        return counter
+
+class _PushFirst:
+    """Registered first in the registry, so every collection (a scrape) starts with the latest counts."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        self._metrics.push()
+        return []
 
 
 class ServerMetrics:
@@ -70,6 +109,11 @@ class ServerMetrics:
 
     def __init__(self, version: str) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
+        registry.register(_PushFirst(self))
+        self._methods: dict[tuple[str, str], MethodMetrics] = {}
+        self._push_lock = threading.Lock()
+        # Calls being handled now, as a plain integer the serving thread keeps (see MethodMetrics).
+        self.in_flight = 0
         self._started = Counter(
             "grpc_server_started_total", "RPCs started on the server.", METHOD_LABELS, registry=registry
         )
@@ -95,7 +139,7 @@ class ServerMetrics:
             "grpc_server_msg_sent_total", "gRPC stream messages sent by the server.", METHOD_LABELS, registry=registry
         )
         # multiprocess_mode says how workers' values add up (prometheus-client's multiprocess mode).
-        self.in_flight = Gauge(
+        self._in_flight = Gauge(
             "hello_server_calls_in_flight", "Calls being handled now.", registry=registry, multiprocess_mode="livesum"
         )
         self._auth_failures = Counter(
@@ -119,17 +163,26 @@ class ServerMetrics:
         build_info.labels(version, grpc.__version__).set(1)
 
     def for_method(self, method: str, kind: str) -> MethodMetrics:
-        """The series of ``method`` ("/pkg.Service/Method") of RPC kind ``kind``, bound once."""
-        service, _, name = method.lstrip("/").partition("/")
-        labels = (kind, service, name)
-        return MethodMetrics(
-            started=self._started.labels(*labels),
-            received=self._received.labels(*labels),
-            sent=self._sent.labels(*labels),
-            seconds=self._seconds.labels(*labels),
-            _handled=self._handled,
-            _labels=labels,
-        )
+        """The counts of ``method`` ("/pkg.Service/Method") of RPC kind ``kind``: one set per method and kind."""
+        key = (method, kind)
+        counts = self._methods.get(key)
+        if counts is None:
+            service, _, name = method.lstrip("/").partition("/")
+            families = _Families(self._started, self._received, self._sent, self._handled, self._seconds)
+            with self._push_lock:
+                counts = self._methods[key] = MethodMetrics(families, (kind, service, name))
+        return counts
+
+    def push(self) -> None:
+        """Hand every method's counts and the calls in flight to prometheus-client.
+
+        A scrape of this process's registry pushes first; a worker, whose supervisor reads the
+        workers' values from files, also pushes every PUSH_SECONDS and when it stops.
+        """
+        with self._push_lock:
+            for counts in list(self._methods.values()):
+                counts.push()
+            self._in_flight.set(self.in_flight)
 
     def auth_failure(self, reason: str) -> None:
         """Count a call auth refused, by reason."""

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from .generated.rpc_package import helloworld_pb2_grpc
+from .metrics import PUSH_SECONDS, ServerMetrics
 from .metrics_http import serve_metrics
 from .server import build_server
 from .settings import Settings
@@ -27,6 +28,13 @@ async def _until_first(*awaitables: Awaitable[object]) -> None:
             task.cancel()
         # Collect the cancellations, so none is reported as an exception never retrieved.
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _push_every(metrics: ServerMetrics, seconds: float) -> None:
+    """Hand the counts to the supervisor's files now and then: a worker's metrics are not scraped from it."""
+    while True:
+        await asyncio.sleep(seconds)
+        metrics.push()
 
 
 async def _stop_when_orphaned(stop: Callable[[signal.Signals], None]) -> None:
@@ -70,6 +78,7 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     orphan_watch = asyncio.ensure_future(_stop_when_orphaned(on_signal)) if worker else None
+    pushes = asyncio.ensure_future(_push_every(built.metrics, PUSH_SECONDS)) if worker else None
     try:
         for server in built.servers:
             await server.start()
@@ -106,6 +115,9 @@ async def serve(
     finally:
         if orphan_watch is not None:
             orphan_watch.cancel()
+        if pushes is not None:
+            pushes.cancel()
+        built.metrics.push()  # a worker's last counts reach its supervisor
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         if metrics_http is not None:

@@ -21,25 +21,33 @@ class Metrics:
         self._metrics = metrics
 
     def hooks(self, method: Method) -> Hooks:
-        """Series bound once per method; streams count each message as it passes."""
-        series = self._metrics.for_method(method.label, grpc_type(method.handler))
-        in_flight = self._metrics.in_flight
+        """Counts kept once per method; streams count each message as it passes."""
+        metrics = self._metrics
+        counts = metrics.for_method(method.label, grpc_type(method.handler))
+        observe, handled = counts.seconds.observe, counts.handled
         unary = not method.streaming
 
         def start(_call: Call) -> None:
-            series.started.inc()
-            in_flight.inc()
+            counts.started += 1
+            metrics.in_flight += 1
             if unary:
-                series.received.inc()
+                counts.received += 1
 
         def finish(call: Call) -> None:
-            series.seconds.observe(time.perf_counter() - call.started)
-            series.handled(call.code).inc()
-            if unary and call.code is grpc.StatusCode.OK:
-                series.sent.inc()
-            in_flight.dec()
+            observe(time.perf_counter() - call.started)
+            code = call.code
+            handled[code] = handled.get(code, 0) + 1
+            if unary and code is grpc.StatusCode.OK:
+                counts.sent += 1
+            metrics.in_flight -= 1
 
         if unary:
             return Hooks(enter=start, exit=finish)
-        received, sent = series.received, series.sent
-        return Hooks(enter=start, exit=finish, received=lambda _call: received.inc(), sent=lambda _call: sent.inc())
+
+        def received(_call: Call) -> None:
+            counts.received += 1
+
+        def sent(_call: Call) -> None:
+            counts.sent += 1
+
+        return Hooks(enter=start, exit=finish, received=received, sent=sent)

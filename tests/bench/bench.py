@@ -151,6 +151,21 @@ class Server:
     port: int
     metrics_port: int | None
     log: Any
+    # OK calls the load generators saw from this server so far (warm-ups included).
+    answered: int = 0
+
+    def settled_ok_calls(self) -> float | None:
+        """The server's OK count once it reaches ``answered``, or as it stands after two seconds.
+
+        Workers hand their counts to the supervisor every half second; one process counts at once.
+        """
+        ok = self.ok_calls()
+        for _ in range(10):
+            if ok is None or ok == self.answered:
+                break
+            time.sleep(0.2)
+            ok = self.ok_calls()
+        return ok
 
     def ok_calls(self) -> float | None:
         if self.metrics_port is None:
@@ -280,12 +295,15 @@ class Bench:
         run = self.h2load if load.startswith("h2load") else self.client
         # A short warm-up sizes the measured run to about `duration` seconds, whatever the speed.
         warm = run(server, connections, streams, 200 if connections == 1 else 1000, pinned)
+        server.answered += warm["calls"] + warm.get("extra_calls", 0)
         calls = max(200, int(warm["calls"] / warm["seconds"] * self.duration))
-        before_ok, before_cpu = server.ok_calls(), cpu_seconds(server.proc.pid)
+        before_ok = server.settled_ok_calls()
+        before_cpu = cpu_seconds(server.proc.pid)
         result = run(server, connections, streams, calls, pinned)
         cpu = cpu_seconds(server.proc.pid) - before_cpu
-        after_ok = server.ok_calls()
         expected_ok = result["calls"] + result.get("extra_calls", 0)
+        server.answered += expected_ok
+        after_ok = server.settled_ok_calls()
         valid = result["failed"] == 0 and (before_ok is None or after_ok - before_ok == expected_ok)
         self.results.append(
             {
