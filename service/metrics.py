@@ -32,7 +32,7 @@ GO_CODE_NAMES = {
     grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
 }
 METHOD_LABELS = ("grpc_type", "grpc_service", "grpc_method")
-# How often a worker hands its counts to the files its supervisor reads (ServerMetrics.push).
+# How often the runner hands the counts to prometheus-client besides at every scrape (ServerMetrics.push).
 PUSH_SECONDS = 0.5
 
 # Exposing a *_created series per counter doubles the output for no dashboard's benefit.
@@ -176,8 +176,9 @@ class ServerMetrics:
     def push(self) -> None:
         """Hand every method's counts and the calls in flight to prometheus-client.
 
-        A scrape of this process's registry pushes first; a worker, whose supervisor reads the
-        workers' values from files, also pushes every PUSH_SECONDS and when it stops.
+        A scrape of this process's registry pushes first; the runner also pushes every
+        PUSH_SECONDS (for a worker, whose supervisor reads the workers' files, and for scrapes
+        filtered by name) and when it stops.
         """
         with self._push_lock:
             for counts in list(self._methods.values()):

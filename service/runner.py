@@ -31,7 +31,11 @@ async def _until_first(*awaitables: Awaitable[object]) -> None:
 
 
 async def _push_every(metrics: ServerMetrics, seconds: float) -> None:
-    """Hand the counts to the supervisor's files now and then: a worker's metrics are not scraped from it."""
+    """Hand the counts to prometheus-client now and then, for what a scrape of this process does not cover.
+
+    A worker's metrics are read from files by its supervisor, and a scrape filtered by name[] skips
+    the collector that hands them over at every scrape.
+    """
     while True:
         await asyncio.sleep(seconds)
         metrics.push()
@@ -78,7 +82,7 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     orphan_watch = asyncio.ensure_future(_stop_when_orphaned(on_signal)) if worker else None
-    pushes = asyncio.ensure_future(_push_every(built.metrics, PUSH_SECONDS)) if worker else None
+    pushes = asyncio.ensure_future(_push_every(built.metrics, PUSH_SECONDS))
     try:
         for server in built.servers:
             await server.start()
@@ -115,8 +119,7 @@ async def serve(
     finally:
         if orphan_watch is not None:
             orphan_watch.cancel()
-        if pushes is not None:
-            pushes.cancel()
+        pushes.cancel()
         built.metrics.push()  # a worker's last counts reach its supervisor
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
