@@ -138,6 +138,7 @@ class ServerMetrics:
         self._sent = Counter(
             "grpc_server_msg_sent_total", "gRPC stream messages sent by the server.", METHOD_LABELS, registry=registry
         )
+        self._families = _Families(self._started, self._received, self._sent, self._handled, self._seconds)
         # multiprocess_mode says how workers' values add up (prometheus-client's multiprocess mode).
         self._in_flight = Gauge(
             "hello_server_calls_in_flight", "Calls being handled now.", registry=registry, multiprocess_mode="livesum"
@@ -168,9 +169,8 @@ class ServerMetrics:
         counts = self._methods.get(key)
         if counts is None:
             service, _, name = method.lstrip("/").partition("/")
-            families = _Families(self._started, self._received, self._sent, self._handled, self._seconds)
             with self._push_lock:
-                counts = self._methods[key] = MethodMetrics(families, (kind, service, name))
+                counts = self._methods[key] = MethodMetrics(self._families, (kind, service, name))
         return counts
 
     def push(self) -> None:
