@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,6 @@ MIN_TOKEN_LENGTH = 16
 
 class TokenFileError(ValueError):
     """The tokens file breaks the format; the message names the line, never the token."""
-
-
-@dataclass(frozen=True, slots=True)
-class TokenEntry:
-    """One accepted token, kept only as its SHA-256 digest, and the principal it stands for."""
-
-    principal: str
-    digest: bytes
 
 
 def _digest(token: str) -> bytes:
@@ -65,11 +56,10 @@ class TokenStore:
     """The accepted tokens, kept as SHA-256 digests and looked up by the digest of the presented one."""
 
     def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
-        self._entries = tuple(TokenEntry(principal, _digest(token)) for principal, token in entries)
-        # A lookup by digest takes the same time whichever token (if any) was presented: what a
-        # dict's hashing and comparing could reveal is about the digest, and a digest tells an
-        # attacker nothing about a token. One look-up instead of a comparison per entry.
-        self._by_digest = {entry.digest: entry.principal for entry in self._entries}
+        # Only each token's digest is kept. A lookup by digest takes the same time whichever token
+        # (if any) was presented: what a dict's hashing and comparing could reveal is about the
+        # digest, and a digest tells an attacker nothing about a token.
+        self._by_digest = {_digest(token): principal for principal, token in entries}
 
     @classmethod
     def from_file(cls, path: Path) -> TokenStore:
@@ -77,7 +67,7 @@ class TokenStore:
         return cls(parse_tokens(path.read_text(encoding="utf-8")))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._by_digest)
 
     def principal_for(self, token: str) -> str | None:
         """The principal whose token this is, or None."""
