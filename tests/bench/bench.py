@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,6 +354,32 @@ def seed_stubs(directory: Path) -> Path:
     return directory
 
 
+def new_bench(prefix: str, duration: float) -> Bench:
+    """A Bench in a new temporary folder, with a development PKI (and token) and the seed's stubs."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    write_dev_pki(work / "pki")
+    token = next(line.split(":", 1)[1] for line in (work / "pki" / "token").read_text().splitlines() if ":" in line)
+    return Bench(Pki(work / "pki", token), seed_stubs(work / "seed"), work, duration)
+
+
+def serve_with_layers(change: Callable[[list[Any]], list[Any]]) -> int:
+    """Run hello-server (its settings from HELLO_*) with ``change`` applied to the layers of each chain it builds.
+
+    For bench servers only: the chain build_server makes is replaced in this process, nowhere else.
+    """
+    import service.server
+    from service.cli.server import main
+
+    chain = service.server.Chain
+
+    class Changed(chain):  # type: ignore[misc, valid-type]
+        def __init__(self, layers: Iterable[Any]) -> None:
+            super().__init__(change(list(layers)))
+
+    service.server.Chain = Changed  # type: ignore[misc]
+    return main([])
+
+
 def median_of(results: list[dict[str, Any]], variant: str, load: str, mode: str, key: str) -> float | None:
     values = [r[key] for r in results if (r["variant"], r["load"], r["mode"]) == (variant, load, mode)]
     return statistics.median(values) if values else None
@@ -451,10 +478,8 @@ def main() -> int:
         if shutil.which(tool) is None:
             raise SystemExit(f"bench: {tool} is missing (make bench installs nghttp2-client)")
 
-    work = Path(tempfile.mkdtemp(prefix="hello-bench-"))
-    write_dev_pki(work / "pki")
-    token = next(line.split(":", 1)[1] for line in (work / "pki" / "token").read_text().splitlines() if ":" in line)
-    bench = Bench(Pki(work / "pki", token), seed_stubs(work / "seed"), work, args.duration)
+    bench = new_bench("hello-bench-", args.duration)
+    work = bench.work
     variants = [
         Variant("bare", "(a) bare aio", plaintext=True),
         Variant("bare-tls", "(a') bare aio over TLS", plaintext=False, client=False, unpinned=False),

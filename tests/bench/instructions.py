@@ -20,14 +20,11 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from service.certs import write_dev_pki
-
-from .bench import Bench, Pki, Server, Variant, seed_stubs
+from .bench import Bench, Server, Variant, new_bench, serve_with_layers
 
 WITHOUT_ENV = "BENCH_WITHOUT"
 NOTHING_LEFT_OUT = "(no layer left out)"
@@ -55,17 +52,7 @@ def _dumped(out: Path, before: set[Path], timeout: float = 60) -> int:
 
 def serve_without(layer: str) -> int:
     """Run hello-server (its settings from HELLO_*) with every layer of its chain but ``layer``."""
-    import service.server
-    from service.cli.server import main
-
-    chain = service.server.Chain
-
-    class Without(chain):  # type: ignore[misc, valid-type]
-        def __init__(self, layers: Any) -> None:
-            super().__init__([each for each in layers if type(each).__name__ != layer])
-
-    service.server.Chain = Without  # type: ignore[misc]
-    return main([])
+    return serve_with_layers(lambda layers: [each for each in layers if type(each).__name__ != layer])
 
 
 def count(bench: Bench, variant: Variant, calls: int, without: str | None = None) -> dict[str, Any]:
@@ -128,10 +115,7 @@ def main() -> int:
     parser.add_argument("--each-layer", action="store_true", help="also count ours without each layer in turn")
     parser.add_argument("variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="hello-instructions-"))
-    write_dev_pki(work / "pki")
-    token = next(line.split(":", 1)[1] for line in (work / "pki" / "token").read_text().splitlines() if ":" in line)
-    bench = Bench(Pki(work / "pki", token), seed_stubs(work / "seed"), work, duration=1.0)
+    bench = new_bench("hello-instructions-", duration=1.0)
     counts = [count(bench, VARIANTS[name], args.calls) for name in args.variants]
     if args.each_layer:
         # The same server started the way the ones without a layer are (this module, with its

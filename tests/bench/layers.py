@@ -17,16 +17,14 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.certs import write_dev_pki
 from service.interceptors._layer import Hooks
 
-from .bench import METHOD, Bench, Pki, Variant, cpu_seconds, seed_stubs
+from .bench import METHOD, Bench, Variant, cpu_seconds, new_bench, serve_with_layers
 
 OUT_ENV = "BENCH_LAYER_TIMES"
 TIMER = "(timer itself)"
@@ -71,19 +69,13 @@ class _Timed:
 
 def serve(out: Path) -> int:
     """Run hello-server (its settings from HELLO_*) with every layer timed; write the totals to ``out``."""
-    import service.server
-    from service.cli.server import main
-
     totals: dict[str, dict[str, list[int]]] = {}
-    chain = service.server.Chain
 
-    class TimedChain(chain):  # type: ignore[misc, valid-type]
-        def __init__(self, layers: Iterable[Any]) -> None:
-            layers = [(TIMER, _Empty()), *((type(layer).__name__, layer) for layer in layers)]
-            super().__init__([_Timed(layer, name, totals) for name, layer in layers])
+    def timed(layers: list[Any]) -> list[Any]:
+        named = [(TIMER, _Empty()), *((type(layer).__name__, layer) for layer in layers)]
+        return [_Timed(layer, name, totals) for name, layer in named]
 
-    service.server.Chain = TimedChain  # type: ignore[misc]
-    code = main([])
+    code = serve_with_layers(timed)
     out.write_text(json.dumps(totals))
     return code
 
@@ -145,11 +137,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="hello-layers-"))
-    write_dev_pki(work / "pki")
-    token = next(line.split(":", 1)[1] for line in (work / "pki" / "token").read_text().splitlines() if ":" in line)
-    bench = Bench(Pki(work / "pki", token), seed_stubs(work / "seed"), work, duration=1.0)
-    figures = measure(bench, args.calls)
+    figures = measure(new_bench("hello-layers-", duration=1.0), args.calls)
     print(report(figures))
     return 0 if figures["failed"] == 0 else 1
 
