@@ -32,12 +32,14 @@ def bearer_authenticator(tokens: Callable[[], TokenStore]) -> Authenticate:
     """Accept ``authorization: Bearer <token>`` for any token in the current ``tokens()`` set."""
 
     def authenticate(metadata: Metadata, _auth_context: AuthContext) -> str:
-        values = [value for key, value in metadata if key == "authorization"]
-        if not values:
+        value: str | bytes | None = None
+        for key, each in metadata:
+            if key == "authorization":
+                if value is not None:
+                    raise AuthError("more than one 'authorization' metadata entry", "malformed")
+                value = each
+        if value is None:
             raise AuthError("missing credentials: send the metadata 'authorization: Bearer <token>'", "missing")
-        if len(values) > 1:
-            raise AuthError("more than one 'authorization' metadata entry", "malformed")
-        value = values[0]
         if not isinstance(value, str):
             raise AuthError("the 'authorization' metadata must be text", "malformed")
         scheme, _, token = value.strip().partition(" ")

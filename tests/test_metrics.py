@@ -104,6 +104,40 @@ async def test_counters_for_every_kind_and_code(scraped_server: tuple[BuiltServe
     assert _value(samples, "hello_build_info", version=_version(), grpcio_version=grpc.__version__) == 1
 
 
+def _seconds_buckets(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> list[tuple[float, float]]:
+    """SayHello's handling-time buckets as (upper bound, cumulative count), lowest bound first."""
+    return sorted(
+        (float(dict(labels)["le"]), value)
+        for (name, labels), value in samples.items()
+        if name == "grpc_server_handling_seconds_bucket" and dict(labels)["grpc_method"] == "SayHello"
+    )
+
+
+async def test_handling_time_histogram_adds_up_across_scrapes(
+    scraped_server: tuple[BuiltServer, int], pki: Pki
+) -> None:
+    # The histogram is kept as plain counts and handed to prometheus-client at each scrape:
+    # each scrape must add what happened since the last one, no more, no less.
+    built, metrics_port = scraped_server
+    unary = {"grpc_type": "unary", "grpc_service": HELLO, "grpc_method": "SayHello"}
+    sums = [0.0]
+    async with create_channel(client_settings(pki, built.port)) as channel:
+        for calls, total in ((2, 2), (3, 5)):
+            began = time.perf_counter()
+            for _ in range(calls):
+                await say_hello(channel, "histogram")
+            elapsed = time.perf_counter() - began
+            samples = await asyncio.to_thread(_scrape, metrics_port)
+            buckets = _seconds_buckets(samples)
+            assert _value(samples, "grpc_server_handling_seconds_count", **unary) == total
+            assert buckets[-1] == (float("inf"), total)
+            assert [count for _, count in buckets] == sorted(count for _, count in buckets)  # cumulative
+            assert _value(samples, "grpc_server_handling_seconds_bucket", **unary, le="10.0") == total
+            sums.append(_value(samples, "grpc_server_handling_seconds_sum", **unary))
+            # What this round's calls took in the server lies within what they took for the client.
+            assert 0 < sums[-1] - sums[-2] <= elapsed
+
+
 def _version() -> str:
     from service import __version__
 

@@ -36,9 +36,10 @@ def level_for(code: grpc.StatusCode) -> str:
     return "warning" if code in _CALLER_ERRORS else "error"
 
 
-# Looked up once: an enum member's .name is a descriptor call, and this runs on every call.
-_NAMES = {code: code.name for code in grpc.StatusCode}
-_LEVELS = {code: level_for(code) for code in grpc.StatusCode}
+# Looked up once: an enum member's .name is a descriptor call, and this runs on every call. The
+# usual code, OK, is not looked up at all: a StatusCode is an Enum, whose hash is a Python call.
+_OK = grpc.StatusCode.OK
+_NAMES_AND_LEVELS = {code: (code.name, level_for(code)) for code in grpc.StatusCode}
 
 
 def _user_agent(metadata: tuple[tuple[str, str | bytes], ...]) -> str | bytes | None:
@@ -90,12 +91,16 @@ class AccessLog:
 
     def _write(self, call: Call, quiet: bool, **counts: int) -> None:
         code = call.code
-        log = self._methods["debug" if quiet and code is grpc.StatusCode.OK else _LEVELS[code]]
-        log(
+        if code is _OK:
+            name, level = "OK", "debug" if quiet else "info"
+        else:
+            name, level = _NAMES_AND_LEVELS[code]
+        self._methods[level](
             "rpc",
             method=call.method,
-            code=_NAMES[code],
-            duration_ms=round((time.perf_counter() - call.started) * 1000, 3),
+            code=name,
+            # Whole microseconds, in milliseconds: round(x, 3) formats the float to do the same.
+            duration_ms=int((time.perf_counter() - call.started) * 1e6) / 1000,
             peer=_readable(call.peer()),
             user_agent=_user_agent(call.metadata),
             **counts,

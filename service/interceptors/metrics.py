@@ -9,6 +9,8 @@ import grpc
 from ..metrics import ServerMetrics, grpc_type
 from ._layer import Call, Hooks, Method
 
+OK = grpc.StatusCode.OK
+
 
 class Metrics:
     """Counts started, handled (by code) and message totals, and observes handling time, per method.
@@ -24,7 +26,7 @@ class Metrics:
         """Counts kept once per method; streams count each message as it passes."""
         metrics = self._metrics
         counts = metrics.for_method(method.label, grpc_type(method.handler))
-        observe, handled = counts.seconds.observe, counts.handled
+        observe, handled = counts.observe, counts.handled
         unary = not method.streaming
 
         def start(_call: Call) -> None:
@@ -36,9 +38,12 @@ class Metrics:
         def finish(call: Call) -> None:
             observe(time.perf_counter() - call.started)
             code = call.code
-            handled[code] = handled.get(code, 0) + 1
-            if unary and code is grpc.StatusCode.OK:
-                counts.sent += 1
+            if code is OK:
+                counts.ok += 1
+                if unary:
+                    counts.sent += 1
+            else:
+                handled[code] = handled.get(code, 0) + 1
             metrics.in_flight -= 1
 
         if unary:
