@@ -9,7 +9,7 @@ from urllib.parse import unquote
 import grpc
 import structlog
 
-from ._layer import Call, Hooks, Method
+from ._layer import OK, Call, Hooks, Method
 
 _CALLER_ERRORS = frozenset(
     {
@@ -38,7 +38,6 @@ def level_for(code: grpc.StatusCode) -> str:
 
 # Looked up once: an enum member's .name is a descriptor call, and this runs on every call. The
 # usual code, OK, is not looked up at all: a StatusCode is an Enum, whose hash is a Python call.
-_OK = grpc.StatusCode.OK
 _NAMES_AND_LEVELS = {code: (code.name, level_for(code)) for code in grpc.StatusCode}
 
 
@@ -91,7 +90,7 @@ class AccessLog:
 
     def _write(self, call: Call, quiet: bool, **counts: int) -> None:
         code = call.code
-        if code is _OK:
+        if code is OK:
             name, level = "OK", "debug" if quiet else "info"
         else:
             name, level = _NAMES_AND_LEVELS[code]

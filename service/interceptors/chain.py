@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from ._layer import Call, Hooks, Layer, Method, Refusal
+from ._layer import OK, UNKNOWN, Call, Hooks, Layer, Method, Refusal
 from .errors import exit_failed, internal_error
 
 _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
@@ -26,7 +26,7 @@ def _status(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc
     code = context.code()
     if code is None:
         return default
-    return code if isinstance(code, grpc.StatusCode) else _BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+    return code if isinstance(code, grpc.StatusCode) else _BY_VALUE.get(code, UNKNOWN)
 
 
 class _Plan:
@@ -78,7 +78,7 @@ class _Plan:
             call.code = error.code
             await error.abort(context)
         elif isinstance(error, grpc.aio.AbortError):
-            call.code = _status(context, grpc.StatusCode.UNKNOWN)
+            call.code = _status(context, UNKNOWN)
         elif isinstance(error, (asyncio.CancelledError, GeneratorExit)):
             call.code = grpc.StatusCode.CANCELLED
         elif isinstance(error, Exception):
@@ -124,7 +124,7 @@ def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
                 result = await behavior(*arguments(request, call))
                 if not streaming_responses:
                     result = plan.response(call, result)
-                call.code = _status(context, grpc.StatusCode.OK)
+                call.code = _status(context, OK)
                 return result
             except BaseException as error:
                 await plan.failed(call, error)
@@ -143,7 +143,7 @@ def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
                     await context.send_initial_metadata(call.headers)
                 async for response in behavior(*arguments(request, call)):
                     yield plan.response(call, response)
-                call.code = _status(context, grpc.StatusCode.OK)
+                call.code = _status(context, OK)
             except BaseException as error:
                 await plan.failed(call, error)
                 raise

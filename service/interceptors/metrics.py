@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import time
 
-import grpc
-
 from ..metrics import ServerMetrics, grpc_type
-from ._layer import Call, Hooks, Method
-
-OK = grpc.StatusCode.OK
+from ._layer import OK, Call, Hooks, Method
 
 
 class Metrics:
