@@ -13,8 +13,9 @@ Modes: pinned (server on core 0, load on core 1) and unpinned.
 
 Every run is bounded by a call count sized from a warm-up, and checked: for our server, the
 server's own count of OK calls (grpc_server_handled_total) must equal the calls h2load completed.
-Last, ours once more with each layer's hooks timed inside the server (tests/bench/layers.py), and
-the instructions per call of bare-tls and ours under callgrind (tests/bench/instructions.py).
+Last, ours once more with each layer's hooks timed inside the server (tests/bench/layers.py), and,
+with --instruction-calls N (make bench INSTRUCTIONS=1), the instructions per call of bare-tls and
+ours under callgrind (tests/bench/instructions.py): about two minutes more, so not by default.
 
 Usage: python -m tests.bench.bench [--quick] [--repetitions N] [--soak-calls N] [--layer-calls N]
        [--instruction-calls N] [--out DIR]
@@ -464,12 +465,13 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="one repetition, short runs, no soak, no callgrind: under a minute"
     )
-    # Five: this machine is shared, and single runs of the bare server vary by a third.
-    parser.add_argument("--repetitions", type=int, default=5)
+    # Three, the least, to keep the default run under five minutes on these machines (five
+    # took seven). The figure that repeats from run to run is the callgrind count, not calls/s.
+    parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--duration", type=float, default=1.0, help="seconds per measured run")
     parser.add_argument("--soak-calls", type=int, default=200_000)
     parser.add_argument("--layer-calls", type=int, default=20_000, help="calls for the per-layer timing")
-    parser.add_argument("--instruction-calls", type=int, default=2000, help="calls counted under callgrind (0: none)")
+    parser.add_argument("--instruction-calls", type=int, default=0, help="calls counted under callgrind (0: none)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()
     if args.quick:
@@ -527,7 +529,9 @@ def main() -> int:
         "nproc": os.cpu_count(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "repetitions": args.repetitions,
-        "command": "make bench" + (" QUICK=1" if args.quick else ""),
+        "command": "make bench"
+        + (" QUICK=1" if args.quick else "")
+        + (" INSTRUCTIONS=1" if args.instruction_calls else ""),
         "seconds": round(time.monotonic() - started),
     }
     table = "\n\n".join(
