@@ -190,6 +190,8 @@ class ServerMetrics:
             "Version of the service and of grpcio.",
             ("version", "grpcio_version"),
             registry=registry,
+            # One series for all workers (they run the same build), not one per worker's pid.
+            multiprocess_mode="max",
         )
         build_info.labels(version, grpc.__version__).set(1)
 

@@ -42,11 +42,19 @@ def workers(pki: Pki) -> Iterator[tuple[ServerProcess, dict[str, int]]]:
     supervisor.stop()
 
 
-def _ok_calls(port: int) -> float:
+def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    pattern = r'^grpc_server_handled_total\{grpc_code="OK",grpc_method="SayHello"[^}]*\} ([0-9.e+]+)$'
+        return str(response.read().decode())
+
+
+def _sum(text: str, series: str) -> float:
+    """The sum of the values of every sample of SayHello whose name and labels start as ``series``."""
+    pattern = rf'^{re.escape(series)}[^}}]*grpc_method="SayHello"[^}}]*\}} ([0-9.e+]+)$'
     return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
+
+
+def _ok_calls(port: int) -> float:
+    return _sum(_scrape(port), 'grpc_server_handled_total{grpc_code="OK",')
 
 
 def _serving_pids(supervisor: ServerProcess) -> set[int]:
@@ -67,6 +75,13 @@ async def test_two_workers_serve_one_port_and_metrics_add_up(
             break
         await asyncio.sleep(PUSH_SECONDS / 2)
     assert ok == 6
+    text = await asyncio.to_thread(_scrape, ports["metrics"])
+    # The handling-time histogram adds up over the workers too; the build is one series, not one per pid.
+    assert _sum(text, "grpc_server_handling_seconds_count{") == 6
+    assert _sum(text, "grpc_server_handling_seconds_sum{") > 0
+    build_info = [line for line in text.splitlines() if line.startswith("hello_build_info{")]
+    assert len(build_info) == 1, build_info
+    assert "pid=" not in build_info[0]
 
 
 async def test_a_killed_worker_is_replaced(workers: tuple[ServerProcess, dict[str, int]], pki: Pki) -> None:
