@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,14 @@ def grpc_type(handler: grpc.RpcMethodHandler) -> str:
     }[(handler.request_streaming, handler.response_streaming)]
 
 
+def _add_since_last_push(totals: Sequence[float], series: Sequence[Any], pushed: list[float]) -> None:
+    """Add to each prometheus ``series`` how much its total grew since ``pushed``, then note the totals."""
+    for index, total in enumerate(totals):
+        if total != pushed[index]:
+            series[index].inc(total - pushed[index])
+            pushed[index] = total
+
+
 class MethodMetrics:
     """One method's counts as plain numbers, bumped on the serving thread, handed to its series by push().
 
@@ -66,15 +75,15 @@ class MethodMetrics:
         self.handled: dict[grpc.StatusCode, int] = {}
         self._series = (family.started.labels(*labels), family.received.labels(*labels), family.sent.labels(*labels))
         self._handled_family, self._labels = family.handled, labels
-        self._pushed = [0, 0, 0]
+        self._pushed: list[float] = [0, 0, 0]
         self._handled_pushed: dict[grpc.StatusCode, int] = {}
         # Handling seconds: a count per bucket (the last one is +Inf) and their sum.
         self._histogram = family.seconds.labels(*labels)
         self._bounds = tuple(self._histogram._upper_bounds)
         self._buckets = [0] * len(self._bounds)
         self._seconds = 0.0
-        self._buckets_pushed = [0] * len(self._bounds)
-        self._seconds_pushed = 0.0
+        self._buckets_pushed: list[float] = [0] * len(self._bounds)
+        self._seconds_pushed = [0.0]  # a list of one, as _add_since_last_push takes
 
     def observe(self, seconds: float) -> None:
         """Count one call that took ``seconds`` in the handling-time histogram."""
@@ -83,10 +92,7 @@ class MethodMetrics:
 
     def push(self) -> None:
         """Add what was counted since the last push to the prometheus series (callers hold ServerMetrics' lock)."""
-        for index, total in enumerate((self.started, self.received, self.sent)):
-            if total != self._pushed[index]:
-                self._series[index].inc(total - self._pushed[index])
-                self._pushed[index] = total
+        _add_since_last_push((self.started, self.received, self.sent), self._series, self._pushed)
         handled = dict(self.handled)  # a snapshot: the serving thread may add a code
         handled[grpc.StatusCode.OK] = self.ok
         for code, total in handled.items():
@@ -101,14 +107,8 @@ class MethodMetrics:
         # value per bucket (non-cumulative, as here) and one for the sum, in memory or in the
         # multiprocess files alike. test_metrics holds these series to the calls made.
         histogram = self._histogram
-        for index, total in enumerate(self._buckets):
-            if total != self._buckets_pushed[index]:
-                histogram._buckets[index].inc(total - self._buckets_pushed[index])
-                self._buckets_pushed[index] = total
-        seconds = self._seconds
-        if seconds != self._seconds_pushed:
-            histogram._sum.inc(seconds - self._seconds_pushed)
-            self._seconds_pushed = seconds
+        _add_since_last_push(self._buckets, histogram._buckets, self._buckets_pushed)
+        _add_since_last_push((self._seconds,), (histogram._sum,), self._seconds_pushed)
 
 
 @dataclass(frozen=True)
