@@ -56,7 +56,7 @@ SERVICE_CONFIG: dict[str, object] = {
 
 # Client-side health checking: a backend whose health turns NOT_SERVING (draining before a stop)
 # gets no new calls from the channel, so a rolling update fails none.
-WATCH_HEALTH = {"healthCheckConfig": {"serviceName": "rpc_package.HelloWorldService"}}
+WATCH_HEALTH = {"healthCheckConfig": {"serviceName": ""}}
 
 
 def channel_options(settings: ClientSettings, *, watch_health: bool = True) -> list[tuple[str, str | int]]:

@@ -1,9 +1,15 @@
-"""Noticing that files were replaced: what the tokens and certificate reloaders share."""
+"""Files the settings name: loading one with a clear start-up error, and noticing it was replaced."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
 
 
 def signature(paths: list[Path]) -> tuple[object, ...]:
@@ -39,3 +45,13 @@ class ChangeWatch:
             return False
         self._signature = current
         return True
+
+
+def load_setting_file(setting: str, path: Path, load: Callable[[Path], T], malformed: type[Exception]) -> T:
+    """``load(path)``; a file that cannot be read or parsed is the start-up error naming ``setting``."""
+    try:
+        return load(path)
+    except OSError as exc:
+        raise ConfigError(setting, f"cannot read {path}: {exc.strerror}") from None
+    except (malformed, UnicodeDecodeError) as exc:
+        raise ConfigError(setting, f"{path}: {exc}") from None

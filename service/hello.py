@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 
 from .generated.rpc_package import helloworld_pb2 as pb
 from .generated.rpc_package import helloworld_pb2_grpc
 from .validation import DEFAULT_MAX_NAME_LENGTH, name_problem
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["HelloWorldService"].full_name
 MAX_REPEAT = 100
@@ -67,3 +71,9 @@ class HelloServicer(helloworld_pb2_grpc.HelloWorldServiceServicer):
         async for request in request_iterator:
             await self._check_name(request.name, context)
             yield pb.SayHelloChatResponse(message=greeting([request.name]))
+
+
+def register(server: Registry) -> None:
+    """The default app (HELLO_APP=service.hello:register): the HelloWorld service, with HELLO_MAX_NAME_LENGTH."""
+    max_name_length = server.settings.max_name_length if server.settings is not None else DEFAULT_MAX_NAME_LENGTH
+    helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(HelloServicer(max_name_length), server)

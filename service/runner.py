@@ -6,13 +6,15 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import structlog
 
-from .generated.rpc_package import helloworld_pb2_grpc
-from .metrics import PUSH_SECONDS, ServerMetrics
+from .app import App, load_app, started
 from .metrics_http import serve_metrics
+from .registry import Registry
 from .server import build_server
+from .server_metrics import PUSH_SECONDS, ServerMetrics
 from .settings import Settings
 
 log = structlog.get_logger("hello.server")
@@ -52,19 +54,24 @@ async def _stop_when_orphaned(stop: Callable[[signal.Signals], None]) -> None:
 
 
 async def serve(
-    settings: Settings,
-    *,
-    servicer: helloworld_pb2_grpc.HelloWorldServiceServicer | None = None,
-    ready_fd: int | None = None,
+    settings: Settings, *, app: App | None = None, env_file: Path | None = None, ready_fd: int | None = None
 ) -> int:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully; returns the process exit code.
+    """Serve ``app`` (default: the one HELLO_APP names) until SIGTERM or SIGINT, then shut down gracefully.
 
-    A second signal skips what is left of the drain and the grace period and exits 1. With
-    ``ready_fd`` this process is a worker: it shares its ports with the other workers, leaves
-    /metrics to its supervisor, and writes a byte to ``ready_fd`` once it serves.
+    Returns the process exit code. The app registers its services and runs its start-up first; its
+    shutdown runs last, after the drain and the grace period. A second signal skips what is left of
+    the drain and the grace period and exits 1. With ``ready_fd`` this process is a worker: it
+    shares its ports with the other workers, leaves /metrics to its supervisor, and writes a byte
+    to ``ready_fd`` once it serves.
     """
+    app = app if app is not None else load_app(settings.app)
+    async with started(app, Registry(settings, env_file), settings.app) as registry:
+        return await _serve(settings, registry, ready_fd)
+
+
+async def _serve(settings: Settings, registry: Registry, ready_fd: int | None) -> int:
     worker = ready_fd is not None
-    built = await build_server(settings, servicer=servicer, shared_port=worker)
+    built = await build_server(settings, registry, shared_port=worker)
     # A worker leaves /metrics to its supervisor, which adds up all the workers' values.
     metrics_http = None if worker else serve_metrics(built.metrics.registry, settings)
     metrics_port = None if metrics_http is None else int(metrics_http.server_port)
@@ -96,6 +103,8 @@ async def serve(
             port=built.port,
             health_port=built.health_port,
             metrics_port=metrics_port,
+            app=settings.app,
+            services=list(registry.services),
             tls=built.tls is not None,
             mtls=bool(built.tls and built.tls.mutual),
             loop=type(loop).__module__.split(".")[0],

@@ -128,6 +128,8 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
+    # What is served: "package.module:attribute", a function that registers the app's services.
+    app: str = "service.hello:register"
     host: str = "[::]"
     port: Port = 50051
     # Plaintext, health only: for the kubelet's grpc probes, which cannot do TLS or send tokens.

@@ -15,6 +15,7 @@ import grpc
 import structlog
 
 from service.generated.rpc_package import helloworld_pb2
+from service.generated.rpc_package.helloworld_pb2_grpc import add_HelloWorldServiceServicer_to_server
 from service.hello import HelloServicer
 from service.logs import configure_logging
 from service.runner import serve
@@ -33,4 +34,6 @@ class SlowHello(HelloServicer):
 if __name__ == "__main__":
     settings = load(Settings)
     configure_logging(settings.log)
-    sys.exit(asyncio.run(serve(settings, servicer=SlowHello())))
+    sys.exit(
+        asyncio.run(serve(settings, app=lambda server: add_HelloWorldServiceServicer_to_server(SlowHello(), server)))
+    )

@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.generated.rpc_package import helloworld_pb2_grpc
 from service.hello import HelloServicer
-from service.interceptors import Chain, RequestId, Wire
-from service.interceptors._layer import Call, Hooks, Method
+from service.layers import Chain, RequestId, Wire
+from service.layers.hooks import Call, Hooks, Method
+from service.registry import Registry
 
 from .conftest import Pki
 
@@ -46,7 +47,9 @@ class Broken:
 @asynccontextmanager
 async def stub_for(pki: Pki, chain: Chain) -> AsyncIterator[helloworld_pb2_grpc.HelloWorldServiceStub]:
     server = grpc.aio.server()
-    helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(HelloServicer(), chain.register(server))
+    registry = Registry()
+    helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(HelloServicer(), registry)
+    chain.serve(server, registry)
     credentials = grpc.ssl_server_credentials([(pki.server_key.read_bytes(), pki.server.read_bytes())])
     port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()

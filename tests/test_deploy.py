@@ -12,7 +12,6 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from service.hello import SERVICE_NAME
 from service.settings import ENV_PREFIX, Settings
 
 from .processes import clean_env, run
@@ -105,7 +104,8 @@ def test_manifests_match_the_settings_model(rendered: dict[str, Path], variant: 
     assert ports == {"grpc": parsed.port, "health": parsed.health_port, "metrics": parsed.metrics_port}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == parsed.health_port
-    assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+    # Readiness asks for the whole server (""), which turns NOT_SERVING on drain whatever the app serves.
+    assert "service" not in container["readinessProbe"]["grpc"]
     pod = docs["Deployment/hello"]["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > parsed.drain_seconds + parsed.shutdown_grace_seconds
     # Files named in settings live in mounted Secret directories (never subPath mounts).

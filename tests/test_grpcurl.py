@@ -37,6 +37,7 @@ async def test_list_services(server: BuiltServer, pki: Pki) -> None:
     assert code == 0, err
     assert out.split() == [
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
         "rpc_package.HelloWorldService",
     ]

@@ -17,9 +17,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.client import create_channel, say_hello, say_hello_chat, say_hello_repeated, say_hello_to_many
-from service.metrics import PUSH_SECONDS
 from service.metrics_http import serve_metrics
 from service.server import BuiltServer
+from service.server_metrics import PUSH_SECONDS
 
 from .conftest import Pki, client_settings, running, server_settings
 from .processes import BIN, ServerProcess, pki_env

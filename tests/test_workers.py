@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from service.client import create_channel, say_hello
-from service.metrics import PUSH_SECONDS
+from service.server_metrics import PUSH_SECONDS
 
 from .conftest import Pki, client_settings
 from .processes import BIN, ServerProcess, pki_env, run

@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("HELLO_ENV_FILE") or None,
         help="read settings from this file too; the environment wins (default: $HELLO_ENV_FILE)",
     )
+    parser.add_argument(
+        "--app",
+        default=None,
+        metavar="MODULE:ATTRIBUTE",
+        help='the function that registers the services to serve, e.g. "orders.app:register" '
+        "(default: $HELLO_APP, else service.hello:register)",
+    )
     return parser
 
 
@@ -52,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     # the JSON log stream; it reads this once, when grpc is first imported (below).
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
-        settings = load(Settings, args.env_file)
+        overrides = {"app": args.app} if args.app else {}
+        settings = load(Settings, args.env_file, **overrides)
         from ..logs import configure_logging
 
         configure_logging(settings.log, trace_context=settings.tracing.enabled)
@@ -64,9 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             # A worker inherits its supervisor's blocked signals; it handles its own.
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+        # The app's module is looked for in the working directory too, as uvicorn and gunicorn do.
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        from ..app import load_app
         from ..runner import serve
 
-        return run(serve(settings, ready_fd=None if ready_fd is None else int(ready_fd)), settings.loop)
+        app = load_app(settings.app)
+        worker_fd = None if ready_fd is None else int(ready_fd)
+        return run(serve(settings, app=app, env_file=args.env_file, ready_fd=worker_fd), settings.loop)
     except StartupError as exc:
         print(f"hello-server: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
-from ..limits import Buckets
-from ._layer import Call, Hooks, Method, Refusal
+from ..buckets import Buckets
 from .auth import current_principal
+from .hooks import Call, Hooks, Method, Refusal
 from .request_id import HEADER
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from ._layer import Call, Hooks, Method
+from .hooks import Call, Hooks, Method
 
 HEADER = "x-request-id"
 _VALID = re.compile(r"[A-Za-z0-9._-]{1,128}")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ._layer import Layer
 from .access_log import AccessLog
 from .auth import Auth
 from .chain import Chain
+from .hooks import Layer
 from .limits import ConcurrencyLimit, RateLimit
 from .metrics import Metrics
 from .request_id import RequestId

@@ -9,9 +9,9 @@ from urllib.parse import unquote
 import grpc
 import structlog
 
-from ..auth import Authenticate, AuthError
-from ..limits import Buckets
-from ._layer import Call, Hooks, Method, Refusal
+from ..authenticators import Authenticate, AuthError
+from ..buckets import Buckets
+from .hooks import Call, Hooks, Method, Refusal
 
 Authorize = Callable[[str, str], bool]
 

@@ -12,7 +12,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ._layer import Call, Hooks, Method
+from .hooks import Call, Hooks, Method
 
 
 class Tracing:

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 import grpc
 import structlog
 
-from ._layer import OK, Call, Hooks, Method
+from .hooks import OK, Call, Hooks, Method
 
 _CALLER_ERRORS = frozenset(
     {

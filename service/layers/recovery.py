@@ -8,7 +8,7 @@ from __future__ import annotations
 import grpc
 import structlog
 
-from ._layer import Call, Refusal
+from .hooks import Call, Refusal
 
 log = structlog.get_logger("hello.errors")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from ._layer import Hooks, Method, Refusal
+from .hooks import Hooks, Method, Refusal
 
 
 def _message_name(codec: Any, fallback: str) -> str:

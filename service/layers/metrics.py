@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from ..metrics import ServerMetrics, grpc_type
-from ._layer import OK, Call, Hooks, Method
+from ..server_metrics import ServerMetrics, grpc_type
+from .hooks import OK, Call, Hooks, Method
 
 
 class Metrics:

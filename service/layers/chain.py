@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ._layer import OK, UNKNOWN, Call, Hooks, Layer, Method, Refusal
-from .errors import exit_failed, internal_error
+from .hooks import OK, UNKNOWN, Call, Hooks, Layer, Method, Refusal
+from .recovery import exit_failed, internal_error
+
+if TYPE_CHECKING:
+    from ..registry import Registry
 
 _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -82,6 +85,12 @@ class _Plan:
         elif isinstance(error, (asyncio.CancelledError, GeneratorExit)):
             call.code = grpc.StatusCode.CANCELLED
         elif isinstance(error, Exception):
+            code = _status(context, OK)
+            if code is not OK:
+                # The handler set a code before raising (generated servicers' "Method not implemented!"
+                # sets UNIMPLEMENTED): grpc would send that code and details, and so does the chain.
+                call.code = code
+                await context.abort(code, context.details() or "")
             call.code = grpc.StatusCode.INTERNAL
             await internal_error(call).abort(context)
 
@@ -184,9 +193,17 @@ class Chain:
         hooks = [h for layer in self._layers if (h := layer.hooks(method)) is not None]
         return _wrap(_Plan(method, hooks), handler)
 
-    def register(self, server: grpc.aio.Server) -> Services:
-        """Where generated ``add_*Servicer_to_server`` functions register, so every handler is wrapped."""
-        return Services(server, self)
+    def serve(self, server: grpc.aio.Server, registry: Registry) -> None:
+        """Serve every handler ``registry`` holds on ``server``, each wrapped with the layers' hooks.
+
+        Every method is served through one generic handler, none is registered by name with grpc.
+        grpc.aio's server keeps a pending request per registered method, plus one for everything
+        else, and waits on all of them (asyncio.wait) for every call it accepts. Ours had eight:
+        that was a fifth of the Python function calls per call (cProfile) and 8 % of its
+        instructions (callgrind, make bench). Looking the method up in a dict of our own costs one call.
+        """
+        by_name = {name: self.cached(name, handler) for name, handler in registry.handlers.items()}
+        server.add_generic_rpc_handlers((_Fallback(self, by_name, registry.generic),))
 
     def cached(self, name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """Like wrap, but once per (name, inner handler): generic handlers hand out the same object each call."""
@@ -201,39 +218,15 @@ class Chain:
         return self.wrap(name, self._unknown, known=False)
 
 
-class Services:
-    """A stand-in server for generated registration functions: handlers reach the real one wrapped.
-
-    Every method is served through one generic handler, none is registered by name. grpc.aio's
-    server keeps a pending request per registered method, plus one for everything else, and waits
-    on all of them (asyncio.wait) for every call it accepts. Ours had eight: that was a fifth of the
-    Python function calls per call (cProfile) and 8 % of its instructions (callgrind, make bench).
-    Looking the method up in a dict of our own costs one call instead.
-    """
-
-    def __init__(self, server: grpc.aio.Server, chain: Chain) -> None:
-        self._chain = chain
-        self._fallback = _Fallback(chain)
-        server.add_generic_rpc_handlers((self._fallback,))
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        """Looked up by name in our dict, before any generic handler, as grpc looks up registered methods."""
-        for name, handler in handlers.items():
-            method = f"/{service}/{name}"
-            self._fallback.by_name[method] = self._chain.cached(method, handler)
-
-    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        """Generic handlers answer every method; theirs are wrapped when first asked."""
-        self._fallback.generic.extend(handlers)
-
-
 class _Fallback(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Asked for every method: the registered ones by name, else the generic handlers', else UNIMPLEMENTED."""
 
-    def __init__(self, chain: Chain) -> None:
+    def __init__(
+        self, chain: Chain, by_name: dict[str, grpc.RpcMethodHandler], generic: Sequence[grpc.GenericRpcHandler]
+    ) -> None:
         self._chain = chain
-        self.by_name: dict[str, grpc.RpcMethodHandler] = {}
-        self.generic: list[grpc.GenericRpcHandler] = []
+        self.by_name = by_name
+        self.generic = tuple(generic)
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         handler = self.by_name.get(details.method)

@@ -1,0 +1,70 @@
+"""The layers every served call passes through, in their order, built from the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from grpc_health.v1 import health
+
+from ..buckets import Buckets
+from ..credentials import ServerTls
+from ..security import authenticator, policy
+from ..server_metrics import ServerMetrics
+from ..settings import Settings
+from .access_log import AccessLog
+from .auth import Auth
+from .hooks import Layer
+from .limits import ConcurrencyLimit, RateLimit
+from .metrics import Metrics
+from .request_id import RequestId
+from .tracing import Tracing
+from .wire import Wire
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+
+def server_layers(
+    settings: Settings,
+    tls: ServerTls | None,
+    metrics: ServerMetrics,
+    tracer: TracerProvider | None,
+    *,
+    methods: Sequence[str],
+    public_services: Sequence[str],
+) -> list[Layer]:
+    """Outermost first; ``methods`` are all the server serves (the policy names only those),
+    ``public_services`` those callers reach without credentials."""
+    rules = policy(settings.auth, methods)
+    allows = rules.allows if rules else (lambda _principal, _method: True)
+    limits = settings.rate_limit
+    failures = Buckets(limits.auth_failures_per_second, limits.auth_failure_burst)
+    auth = Auth(
+        authenticator(settings.auth, tls), public_services, allows, on_refusal=metrics.auth_failure, failures=failures
+    )
+    # Outermost first. The span (when tracing) covers everything, so log lines carry its trace id;
+    # each call gets its request id before anything logs; the access log and metrics see every
+    # outcome, including refusals (the chain turns an exception from any layer into INTERNAL);
+    # the concurrency cap refuses before any work; the rate limit needs the principal auth names;
+    # the wire layer is innermost so that a refused call's body is never decoded.
+    tracing: list[Layer] = [Tracing(tracer.get_tracer("hello-grpc-service"))] if tracer else []
+    rate: list[Layer] = []
+    if limits.per_second:
+        burst = limits.burst or max(1, int(limits.per_second))
+        rate = [RateLimit(limits.per_second, burst, on_limited=metrics.limited)]
+    return [
+        *tracing,
+        RequestId(),
+        AccessLog(quiet_services=(health.SERVICE_NAME,)),
+        Metrics(metrics),
+        ConcurrencyLimit(limits.max_concurrent_calls, (health.SERVICE_NAME,), on_limited=metrics.limited),
+        auth,
+        *rate,
+        Wire(settings.max_message_bytes),
+    ]
+
+
+def health_port_layers() -> list[Layer]:
+    """The plaintext health port's: a request id and the (quiet) access log, nothing that needs credentials."""
+    return [RequestId(), AccessLog(quiet_services=(health.SERVICE_NAME,))]
