@@ -79,11 +79,14 @@ class _Plan:
         context = call.context
         if isinstance(error, Refusal):
             call.code = error.code
-            await error.abort(context)
+            await error.abort(call)
         elif isinstance(error, grpc.aio.AbortError):
             call.code = _status(context, UNKNOWN)
         elif isinstance(error, (asyncio.CancelledError, GeneratorExit)):
-            call.code = grpc.StatusCode.CANCELLED
+            # grpc cancels the handler both when the caller cancels and when the deadline passes.
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            call.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         elif isinstance(error, Exception):
             code = _status(context, OK)
             if code is not OK:
@@ -92,11 +95,12 @@ class _Plan:
                 call.code = code
                 await context.abort(code, context.details() or "")
             call.code = grpc.StatusCode.INTERNAL
-            await internal_error(call).abort(context)
+            await internal_error(call).abort(call)
 
 
 class _Context:
-    """The servicer context, with read() and write() passed through the plan (counts, decode, encode)."""
+    """The servicer context, with read() and write() passed through the plan (counts, decode, encode),
+    and the layers' metadata added to the handler's (never replacing it)."""
 
     def __init__(self, call: Call, plan: _Plan) -> None:
         self._context, self._call, self._plan = call.context, call, plan
@@ -108,8 +112,29 @@ class _Context:
         message = await self._context.read()
         return message if message is grpc.aio.EOF else self._plan.request(self._call, message)
 
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        """The handler's initial metadata, with the layers' headers (x-request-id) added, in one write."""
+        headers, self._call.headers = self._call.headers, ()
+        await self._context.send_initial_metadata((*metadata, *headers))
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        self._context.set_trailing_metadata((*metadata, *self._call.trailers))
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        if trailing_metadata:
+            trailing_metadata = (*trailing_metadata, *self._call.trailers)
+        await self._context.abort(code, details, trailing_metadata)
+
     async def write(self, message: Any) -> None:
+        if self._call.headers:
+            await _send_headers(self._call)
         await self._context.write(self._plan.response(self._call, message))
+
+
+async def _send_headers(call: Call) -> None:
+    """The layers' initial metadata, before the first message, unless the handler sent its own with them."""
+    headers, call.headers = call.headers, ()
+    await call.context.send_initial_metadata(headers)
 
 
 def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -119,7 +144,8 @@ def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     def arguments(request: Any, call: Call) -> tuple[Any, Any]:
         if streaming_requests:
             return (plan.request(call, message) async for message in request), _Context(call, plan)
-        return plan.request(call, request), (_Context(call, plan) if streaming_responses else call.context)
+        # Unary handlers get the wrapper too: their metadata must merge with the layers' as a stream's does.
+        return plan.request(call, request), _Context(call, plan)
 
     if not inspect.isasyncgenfunction(behavior):
         # A unary reply, or a stream the handler writes with context.write and ends by returning.
@@ -128,8 +154,6 @@ def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             call = Call(context, plan.name)
             try:
                 plan.enter(call)
-                if call.headers:
-                    await context.send_initial_metadata(call.headers)
                 result = await behavior(*arguments(request, call))
                 if not streaming_responses:
                     result = plan.response(call, result)
@@ -148,9 +172,9 @@ def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             call = Call(context, plan.name)
             try:
                 plan.enter(call)
-                if call.headers:
-                    await context.send_initial_metadata(call.headers)
                 async for response in behavior(*arguments(request, call)):
+                    if call.headers:
+                        await _send_headers(call)
                     yield plan.response(call, response)
                 call.code = _status(context, OK)
             except BaseException as error:

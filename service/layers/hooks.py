@@ -35,6 +35,7 @@ class Call:
         "request_id",
         "sent",
         "started",
+        "trailers",
     )
 
     def __init__(self, context: grpc.aio.ServicerContext, method: str) -> None:
@@ -47,6 +48,8 @@ class Call:
         self.code = UNKNOWN
         # Initial metadata a layer wants the caller to see; the chain sends it on streaming replies.
         self.headers: tuple[tuple[str, str], ...] = ()
+        # Trailing metadata a layer set; the chain adds it to whatever the handler sets.
+        self.trailers: tuple[tuple[str, str], ...] = ()
         self.request_id = ""
         self.received = self.sent = 0
         # How many layers' enter hooks ran: their exit hooks run, no others.
@@ -70,11 +73,11 @@ class Refusal(Exception):
         super().__init__(message)
         self.code, self.message, self.trailing_metadata = code, message, trailing_metadata
 
-    async def abort(self, context: grpc.aio.ServicerContext) -> None:
+    async def abort(self, call: Call) -> None:
         """Send the status; raises grpc's AbortError, as context.abort does."""
         if self.trailing_metadata is not None:
-            context.set_trailing_metadata(self.trailing_metadata)
-        await context.abort(self.code, self.message)
+            call.context.set_trailing_metadata((*self.trailing_metadata, *call.trailers))
+        await call.context.abort(self.code, self.message)
 
 
 # Methods nobody registered are counted and traced under this one name, so callers cannot create

@@ -29,14 +29,18 @@ def _start(call: Call) -> None:
     # Each call runs in its own task; clearing makes plain that nothing of another call is here.
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id, method=call.method)
-    call.context.set_trailing_metadata(((HEADER, request_id),))
+    # Set now, so that an abort (which sends the status at once) carries it; the chain adds it to
+    # whatever trailing metadata the handler sets.
+    call.trailers = ((HEADER, request_id),)
+    call.context.set_trailing_metadata(call.trailers)
 
 
 def _start_stream(call: Call) -> None:
     _start(call)
-    # A stream's caller may want the id while the stream lasts, so it goes out with the headers too.
-    # Not on unary replies: grpc sends those headers with the reply in one write, and initial
-    # metadata of our own would cost a write of its own (a sixth of the throughput, measured).
+    # A stream's caller may want the id while the stream lasts, so it goes out with the headers too
+    # (before the first message, or with the handler's own). Not on unary replies: grpc sends
+    # those headers with the reply in one write, and initial metadata of our own would cost a
+    # write of its own (a sixth of the throughput, measured).
     call.headers = ((HEADER, call.request_id),)
 
 
