@@ -5,7 +5,7 @@ helloworld_pb2``), which only resolve when the output folder itself is on sys.pa
 seed article's import trouble. We rewrite those imports to relative ones so the generated
 package imports from an installed wheel like any other subpackage.
 
-Usage: python scripts/gen_protos.py [--out DIR]   (DIR defaults to service/generated)
+Usage: python scripts/gen_protos.py [--out DIR] [--protos DIR]   (defaults: service/generated, protos)
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 from grpc_tools import protoc
@@ -32,19 +33,35 @@ def _plugin(name: str) -> str:
     return str(path)
 
 
-def _relative_imports(text: str, packages: set[str]) -> str:
-    for package in packages:
-        text = re.sub(rf"^from {re.escape(package)} import ", "from . import ", text, flags=re.MULTILINE)
-    return text
+def _relative_imports(text: str, package: str, packages: set[str]) -> str:
+    """Imports of the generated modules of ``packages``, made relative to ``package`` (the importer's).
+
+    From ``inventory/v1/x_pb2.py``, ``from common.v1 import y_pb2`` becomes ``from ...common.v1 import
+    y_pb2``: one dot for the importer's own package and one more for each of its levels. Imports of
+    modules not generated here (google.protobuf's well-known types, grpc) are left alone.
+    """
+    up = "." * (len(package.split(".")) + 1) if package else "."
+
+    def relative(match: re.Match[str]) -> str:
+        imported = match.group(1)
+        if imported not in packages:
+            return match.group(0)
+        if imported == package:
+            return "from . import "
+        return f"from {up}{imported} import " if imported else "from . import "
+
+    return re.sub(r"^from ([\w.]+) import ", relative, text, flags=re.MULTILINE)
 
 
-def generate(out: Path) -> None:
-    """Regenerate ``out`` from scratch so that deleted protos leave nothing behind."""
-    protos = sorted(PROTOS.rglob("*.proto"))
+def generate(out: Path, root: Path = PROTOS) -> None:
+    """Regenerate ``out`` from the protos under ``root``, from scratch so that deleted protos leave nothing behind."""
+    protos = sorted(root.rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         args = [
             "grpc_tools.protoc",
-            f"-I{PROTOS}",
+            f"-I{root}",
+            # The well-known types (google/protobuf/timestamp.proto, ...) that grpcio-tools ships.
+            f"-I{resources.files('grpc_tools') / '_proto'}",
             f"--plugin=protoc-gen-mypy={_plugin('protoc-gen-mypy')}",
             f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
             f"--python_out={tmp}",
@@ -55,7 +72,7 @@ def generate(out: Path) -> None:
         ]
         if protoc.main(args) != 0:
             raise SystemExit("gen_protos: protoc failed")
-        packages = {p.parent.relative_to(PROTOS).as_posix().replace("/", ".") for p in protos}
+        packages = {p.parent.relative_to(root).as_posix().replace("/", ".").strip(".") for p in protos}
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
@@ -66,13 +83,16 @@ def generate(out: Path) -> None:
                 target.mkdir(exist_ok=True)
                 (target / "__init__.py").write_text(HEADER)
             else:
-                target.write_text(_relative_imports(source.read_text(), packages))
+                package = source.parent.relative_to(tmp).as_posix().replace("/", ".").strip(".")
+                target.write_text(_relative_imports(source.read_text(), package, packages))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "service" / "generated")
-    generate(parser.parse_args().out)
+    parser.add_argument("--protos", type=Path, default=PROTOS, help="the folder of .proto files (default: protos/)")
+    args = parser.parse_args()
+    generate(args.out, args.protos.resolve())
 
 
 if __name__ == "__main__":

@@ -166,11 +166,11 @@ async def mtls_server(pki: Pki) -> AsyncIterator[BuiltServer]:
 class running:
     """``async with running(settings) as built``: a started server, stopped on exit."""
 
-    def __init__(self, settings: Settings, servicer: Any = None, tracer: Any = None) -> None:
-        self._settings, self._servicer, self._tracer = settings, servicer, tracer
+    def __init__(self, settings: Settings, servicer: Any = None, tracer: Any = None, registry: Any = None) -> None:
+        self._settings, self._servicer, self._tracer, self._registry = settings, servicer, tracer, registry
 
     async def __aenter__(self) -> BuiltServer:
-        self._built = await build_server(self._settings, servicer=self._servicer, tracer=self._tracer)
+        self._built = await build_server(self._settings, self._registry, servicer=self._servicer, tracer=self._tracer)
         for server in self._built.servers:
             await server.start()
         return self._built
