@@ -19,7 +19,8 @@ from ..workers import READY_FD, supervise
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hello-server",
-        description="Serve rpc_package.HelloWorldService over TLS with token auth. "
+        description="Serve the app's gRPC services (HELLO_APP; rpc_package.HelloWorldService by default) "
+        "over TLS with token auth. "
         "Settings come from HELLO_* environment variables (see the README).",
     )
     parser.add_argument(
