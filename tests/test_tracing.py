@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -37,6 +38,20 @@ async def traced(pki: Pki, spans: tuple[TracerProvider, InMemorySpanExporter]) -
         yield built
 
 
+async def _server_spans(exporter: InMemorySpanExporter, last: str, timeout: float = 5) -> dict[str, ReadableSpan]:
+    """The finished SERVER spans by name, once ``last`` is among them (bounded wait).
+
+    An abort sends the status at once; the server's span ends as the handler unwinds, which on a
+    busy machine can be after the caller has seen the status.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        spans = {span.name: span for span in _by_kind(exporter.get_finished_spans(), SpanKind.SERVER)}
+        if last in spans or asyncio.get_running_loop().time() > deadline:
+            return spans
+        await asyncio.sleep(0.01)
+
+
 def _by_kind(finished: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:
     return [span for span in finished if span.kind == kind]
 
@@ -67,7 +82,7 @@ async def test_every_kind_gets_a_span_with_its_status(
         _ = [m async for m in say_hello_repeated(channel, "a", 2)]
         with pytest.raises(grpc.aio.AioRpcError):  # the empty name ends the bidi call INVALID_ARGUMENT
             _ = [m async for m in say_hello_chat(channel, ["b", ""])]
-    servers = {span.name: span for span in _by_kind(exporter.get_finished_spans(), SpanKind.SERVER)}
+    servers = await _server_spans(exporter, "rpc_package.HelloWorldService/SayHelloChat")
     assert servers["rpc_package.HelloWorldService/SayHelloRepeated"].status.is_ok
     chat = servers["rpc_package.HelloWorldService/SayHelloChat"]
     assert chat.attributes["rpc.grpc.status_code"] == 3  # INVALID_ARGUMENT
