@@ -1,17 +1,16 @@
-"""Baseline (a): a bare grpc.aio server with our Hello servicer; no TLS, no interceptors, no health.
+"""Baselines: a bare grpc.aio server with our Hello servicer; no interceptors, no health, no layers.
 
-It runs on the event loop ours runs on by default (uvloop, when installed), so the ratio
-measures the stack.
+Variant (a) is the server as a user writes it: asyncio's own loop, no TLS. Variant (a') runs on
+uvloop, as ours does by default, and over TLS (--tls CERT KEY): ours against it is what our
+layers cost, and nothing else.
 
-With --tls CERT KEY it serves over TLS (variant a' of make bench): the bare cost of TLS.
-
-Usage: python -m tests.bench.bare_server PORT [--tls CERT KEY]
+Usage: python -m tests.bench.bare_server PORT [--loop asyncio|uvloop] [--tls CERT KEY]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 from pathlib import Path
 
 import grpc
@@ -34,10 +33,14 @@ async def main(port: int, tls: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    port, tls = int(sys.argv[1]), sys.argv[3:5] if sys.argv[2:3] == ["--tls"] else []
-    try:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--tls", nargs=2, default=[], metavar=("CERT", "KEY"))
+    args = parser.parse_args()
+    if args.loop == "uvloop":
         import uvloop
-    except ImportError:
-        asyncio.run(main(port, tls))
+
+        uvloop.run(main(args.port, args.tls))
     else:
-        uvloop.run(main(port, tls))
+        asyncio.run(main(args.port, args.tls))

@@ -1,13 +1,13 @@
 """make bench: our server against a bare grpc.aio server and the seed's, in one run, as ratios.
 
 Variants, each started fresh for every run and interleaved (a b c d a b c d ...):
-  bare   (a) a bare grpc.aio server with our servicer on our default loop: no TLS, no layers
-  bare-tls (a') the same over TLS, pinned only: ours/bare-tls is what our layers cost beyond TLS
+  bare   (a) a bare grpc.aio server with our servicer as a user writes it: asyncio's loop, no TLS, no layers
+  bare-tls (a') the same on uvloop and over TLS, pinned only: ours/bare-tls is what our layers cost
   seed   (b) the seed article's server exactly as written (sync, 10 threads, insecure, port 50000)
   ours   (c) hello-server as the README's production settings run it: TLS, tokens, JSON access log to
              a file, health port, reflection, request ids, validation, metrics
   mtls   (d) the same with mutual TLS (h2load cannot present a client certificate: our client only)
-  workers(e) ours with HELLO_WORKERS=2, when the settings model has workers
+  workers(e) ours with HELLO_WORKERS=2: CPU per call should match one worker's
 Loads: h2load at 1 in-flight call and at 4 connections x 32 streams, and our async client at 4 x 32.
 Modes: pinned (server on core 0, load on core 1) and unpinned.
 
@@ -17,14 +17,19 @@ Last, ours once more with each layer's hooks timed inside the server (tests/benc
 with --instruction-calls N (make bench INSTRUCTIONS=1), the instructions per call of bare-tls and
 ours under callgrind (tests/bench/instructions.py): about two minutes more, so not by default.
 
+With --grpcio A[,B...] (make bench GRPCIO=1.75.0,1.85.3) every variant runs on each of those grpcio
+releases (tests/bench/runtimes.py), interleaved, and the report has the ratios per release and the
+same variant across releases.
+
 Usage: python -m tests.bench.bench [--quick] [--repetitions N] [--soak-calls N] [--layer-calls N]
-       [--instruction-calls N] [--out DIR]
+       [--instruction-calls N] [--grpcio A[,B...]] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import re
@@ -47,7 +52,8 @@ from grpc_tools import protoc
 
 from service.certs import write_dev_pki
 from service.generated.rpc_package import helloworld_pb2
-from service.settings import Settings
+
+from .runtimes import Runtime, prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -130,20 +136,33 @@ class Variant:
     h2load: bool = True
     client: bool = True
     unpinned: bool = True
+    # The grpcio release it runs on; None: the one installed here.
+    runtime: Runtime | None = None
+
+    @property
+    def kind(self) -> str:
+        """What it is, without the release: "ours@1.75.0" is "ours"."""
+        return self.name.split("@", 1)[0]
+
+    @property
+    def root(self) -> Path:
+        """The source tree it runs from."""
+        return self.runtime.root if self.runtime else ROOT
 
     def command(self, port: int, pki: Path) -> list[str]:
-        if self.name == "bare":
-            return [sys.executable, "-m", "tests.bench.bare_server", str(port)]
-        if self.name == "bare-tls":
+        python = str(self.runtime.python) if self.runtime else sys.executable
+        if self.kind == "bare":
+            return [python, "-m", "tests.bench.bare_server", str(port), "--loop", "asyncio"]
+        if self.kind == "bare-tls":
             tls = [str(pki / "server.pem"), str(pki / "server-key.pem")]
-            return [sys.executable, "-m", "tests.bench.bare_server", str(port), "--tls", *tls]
-        if self.name == "seed":
-            return [sys.executable, str(ROOT / "tests" / "seed" / "hello_server.py")]
-        if self.name == "layers":
-            return [sys.executable, "-m", "tests.bench.layers"]  # hello-server with its hooks timed
-        if self.name == "ours-without":
-            return [sys.executable, "-m", "tests.bench.instructions"]  # hello-server less one layer
-        return [str(BIN / "hello-server")]
+            return [python, "-m", "tests.bench.bare_server", str(port), "--loop", "uvloop", "--tls", *tls]
+        if self.kind == "seed":
+            return [python, str(self.root / "tests" / "seed" / "hello_server.py")]
+        if self.kind == "layers":
+            return [python, "-m", "tests.bench.layers"]  # hello-server with its hooks timed
+        if self.kind == "ours-without":
+            return [python, "-m", "tests.bench.instructions"]  # hello-server less one layer
+        return [python, "-m", "service"] if self.runtime else [str(BIN / "hello-server")]
 
 
 @dataclass
@@ -178,7 +197,7 @@ class Server:
         return sum(float(m) for m in re.findall(pattern, text, re.MULTILINE))
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT if self.variant.name == "seed" else signal.SIGTERM)
+        self.proc.send_signal(signal.SIGINT if self.variant.kind == "seed" else signal.SIGTERM)
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -204,13 +223,15 @@ class Bench:
         startup_seconds: float = 30,
     ) -> Server:
         """Start ``variant`` (under ``wrapper``, a command such as valgrind, if given) and wait until it listens."""
-        port = SEED_PORT if variant.name == "seed" else free_port()
+        port = SEED_PORT if variant.kind == "seed" else free_port()
         metrics_port = None
         env = {k: v for k, v in os.environ.items() if not k.startswith("HELLO_")} | (extra_env or {})
         env["GRPC_VERBOSITY"] = "NONE"
-        if variant.name == "seed":
-            env["PYTHONPATH"] = str(self.seed_path)
-        elif not variant.name.startswith("bare"):
+        if variant.runtime is not None:
+            env["PYTHONPATH"] = str(variant.root)
+        if variant.kind == "seed":
+            env["PYTHONPATH"] = str(variant.runtime.seed if variant.runtime else self.seed_path)
+        elif not variant.kind.startswith("bare"):
             metrics_port = free_port()
             env.update(
                 HELLO_HOST="127.0.0.1",
@@ -225,13 +246,13 @@ class Bench:
             )
             if variant.mtls:
                 env["HELLO_TLS__CLIENT_CA_FILE"] = str(self.pki.dir / "ca.pem")
-            if variant.name == "workers":
+            if variant.kind == "workers":
                 env["HELLO_WORKERS"] = "2"
         command = [*(wrapper or []), *variant.command(port, self.pki.dir)]
         if pinned:
             command = ["taskset", "-c", "0", *command]
         log = (self.work / f"{variant.name}-access.log").open("ab")
-        proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, env=env, cwd=variant.root, stdout=log, stderr=subprocess.STDOUT)
         wait_listening(port, proc, startup_seconds)
         server = Server(variant, proc, port, metrics_port, log)
         if metrics_port is not None:
@@ -401,7 +422,40 @@ def ratio(results: list[dict[str, Any]], a: str, b: str, load: str, mode: str, k
     return statistics.median(pairs) if pairs else None
 
 
-def report(bench: Bench, soak: dict[str, float] | None, header: dict[str, Any]) -> str:
+# (variant a, variant b, measure, load, mode, target as "<op> <value>" or a note in parentheses)
+RATIOS = [
+    ("ours", "seed", "calls/s", "h2load 4x32", "unpinned", ">= 1.0"),
+    ("ours", "bare", "calls/s", "h2load 4x32", "pinned", ">= 0.95"),
+    ("ours", "bare-tls", "calls/s", "h2load 4x32", "pinned", ">= 0.85"),
+    ("ours", "bare-tls", "p50", "h2load 1x1", "pinned", "<= 1.2"),
+    ("bare-tls", "bare", "calls/s", "h2load 4x32", "pinned", "(what uvloop and TLS change)"),
+    ("ours", "bare", "calls/s", "client 4x32", "pinned", ""),
+    ("mtls", "ours", "calls/s", "client 4x32", "pinned", ""),
+    ("workers", "ours", "cpu", "h2load 4x32", "unpinned", "<= 1.10"),
+]
+# The same variant on two releases: what the release changed.
+ACROSS_RELEASES = [("bare", "calls/s", "h2load 4x32", "pinned"), ("ours", "calls/s", "h2load 4x32", "pinned")]
+KEYS = {"calls/s": "calls_per_s", "p50": "p50_us", "cpu": "cpu_us_per_call"}
+IDLE_RSS_MIB, RSS_GROWTH_MIB = 75, 5
+
+
+def _ratio_rows(results: list[dict[str, Any]], suffix: str) -> list[str]:
+    rows = []
+    for a, b, measure, load, mode, goal in RATIOS:
+        value = ratio(results, a + suffix, b + suffix, load, mode, KEYS[measure])
+        if value is None:
+            continue
+        op, _, number = goal.partition(" ")
+        target = float(number) if op in (">=", "<=") else None
+        what = f"{a}/{b} {measure}, {load.replace('client', 'our client')}, {mode}"
+        what += f" (target {goal})" if target is not None else (f" {goal}" if goal else "")
+        meets = "" if target is None else ("yes" if (value >= target if op == ">=" else value <= target) else "NO")
+        rows.append(f"| {what}{suffix and f' on grpcio {suffix[1:]}'} | {value:.2f} | {meets} |")
+    return rows
+
+
+def report(bench: Bench, soak: dict[str, float] | None, header: dict[str, Any], releases: list[str]) -> str:
+    """The tables of a run; ``releases`` are the grpcio releases given with --grpcio (none: the installed one)."""
     results = bench.results
     lines = [
         f"grpcio {header['grpcio']}, nproc {header['nproc']}, {header['date']}; medians of {header['repetitions']} "
@@ -412,52 +466,51 @@ def report(bench: Bench, soak: dict[str, float] | None, header: dict[str, Any]) 
     ]
     keys = sorted({(r["variant"], r["load"], r["mode"]) for r in results}, key=lambda k: (k[2], k[1], k[0]))
     for variant, load, mode in keys:
-        m = {
-            k: median_of(results, variant, load, mode, k)
-            for k in ("calls_per_s", "p50_us", "p99_us", "cpu_us_per_call", "rss_mib")
-        }
+        m = {k: median_of(results, variant, load, mode, k) for k in (*KEYS.values(), "p99_us", "rss_mib")}
         lines.append(
             f"| {variant} | {load} | {mode} | {m['calls_per_s']:.0f} | {m['p50_us']:.0f} | {m['p99_us']:.0f} "
             f"| {m['cpu_us_per_call']:.0f} | {m['rss_mib']:.1f} |"
         )
-    # (variant a, variant b, measure, load, mode, target as "<op> <value>" or a note in parentheses)
-    ratios = [
-        ("ours", "bare", "calls/s", "h2load 4x32", "pinned", ">= 0.90"),
-        ("ours", "seed", "calls/s", "h2load 4x32", "unpinned", ">= 1.0"),
-        ("ours", "bare", "p50", "h2load 1x1", "pinned", "<= 1.1"),
-        ("ours", "bare-tls", "calls/s", "h2load 4x32", "pinned", "(what the layers cost beyond TLS)"),
-        ("bare-tls", "bare", "calls/s", "h2load 4x32", "pinned", "(what TLS costs)"),
-        ("ours", "bare", "calls/s", "client 4x32", "pinned", ""),
-        ("mtls", "ours", "calls/s", "client 4x32", "pinned", ""),
-        ("workers", "ours", "calls/s", "h2load 4x32", "unpinned", ">= 1.3"),
-    ]
-    targets: list[tuple[str, float | None, float | None, bool]] = []
-    for a, b, measure, load, mode, goal in ratios:
-        what = f"{a}/{b} {measure}, {load.replace('client', 'our client')}, {mode}"
-        op, _, value = goal.partition(" ")
-        target = float(value) if op in (">=", "<=") else None
-        what += f" (target {goal})" if target is not None else (f" {goal}" if goal else "")
-        key = "p50_us" if measure == "p50" else "calls_per_s"
-        targets.append((what, ratio(results, a, b, load, mode, key), target, op != "<="))
+    suffixes = [f"@{release}" for release in releases] or [""]
     lines += ["", "| ratio (median of per-repetition pairs) | value | meets target |", "|---|---:|---|"]
-    for name, value, target, higher in targets:
-        if value is None:
-            continue
-        meets = "" if target is None else ("yes" if (value >= target if higher else value <= target) else "NO")
-        lines.append(f"| {name} | {value:.2f} | {meets} |")
+    for suffix in suffixes:
+        lines += _ratio_rows(results, suffix)
+    for first, other in itertools.pairwise(suffixes):
+        for variant, measure, load, mode in ACROSS_RELEASES:
+            value = ratio(results, variant + first, variant + other, load, mode, KEYS[measure])
+            if value is not None:
+                lines.append(f"| {variant}{first} / {variant}{other} {measure}, {load}, {mode} | {value:.2f} | |")
     if soak:
         growth = soak["after_all_mib"] - soak["after_10k_mib"]
+        idle_ok = "meets" if soak["idle_mib"] <= IDLE_RSS_MIB else "MISSES"
+        growth_ok = "meets" if growth <= RSS_GROWTH_MIB else "MISSES"
         lines += [
             "",
-            f"RSS of ours: idle {soak['idle_mib']:.1f} MiB (target <= 50), "
+            f"RSS of ours: idle {soak['idle_mib']:.1f} MiB ({idle_ok} the target <= {IDLE_RSS_MIB}), "
             f"after 10k calls {soak['after_10k_mib']:.1f} MiB, "
             f"after {soak['calls'] // 1000}k calls {soak['after_all_mib']:.1f} MiB "
-            f"(growth {growth:+.1f} MiB, target within 5).",
+            f"(growth {growth:+.1f} MiB: {growth_ok} the target within {RSS_GROWTH_MIB}).",
         ]
     invalid = [r for r in results if not r["valid"]]
     if invalid:
         lines += ["", f"INVALID runs (a non-OK call, or the server's OK count differs from the load's): {len(invalid)}"]
     return "\n".join(lines)
+
+
+def _variants(runtime: Runtime | None) -> list[Variant]:
+    """Every variant, on ``runtime``'s grpcio (named "ours@1.75.0") or on the installed one ("ours")."""
+    suffix = f"@{runtime.grpcio}" if runtime else ""
+    variants = [
+        Variant("bare", "(a) bare aio", plaintext=True),
+        Variant("bare-tls", "(a') bare aio, uvloop and TLS", plaintext=False, client=False, unpinned=False),
+        Variant("seed", "(b) seed", plaintext=True),
+        Variant("ours", "(c) ours", plaintext=False),
+        Variant("mtls", "(d) ours, mTLS", plaintext=False, mtls=True, h2load=False),
+        Variant("workers", "(e) ours, 2 workers", plaintext=False),
+    ]
+    for variant in variants:
+        variant.name, variant.label, variant.runtime = variant.name + suffix, variant.label + suffix, runtime
+    return variants
 
 
 def main() -> int:
@@ -472,6 +525,7 @@ def main() -> int:
     parser.add_argument("--soak-calls", type=int, default=200_000)
     parser.add_argument("--layer-calls", type=int, default=20_000, help="calls for the per-layer timing")
     parser.add_argument("--instruction-calls", type=int, default=0, help="calls counted under callgrind (0: none)")
+    parser.add_argument("--grpcio", default="", help="grpcio releases to run every variant on, comma-separated")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()
     if args.quick:
@@ -482,20 +536,20 @@ def main() -> int:
 
     bench = new_bench("hello-bench-", args.duration)
     work = bench.work
-    variants = [
-        Variant("bare", "(a) bare aio", plaintext=True),
-        Variant("bare-tls", "(a') bare aio over TLS", plaintext=False, client=False, unpinned=False),
-        Variant("seed", "(b) seed", plaintext=True),
-        Variant("ours", "(c) ours", plaintext=False),
-        Variant("mtls", "(d) ours, mTLS", plaintext=False, mtls=True, h2load=False),
-    ]
-    if "workers" in Settings.model_fields:
-        variants.append(Variant("workers", "(e) ours, 2 workers", plaintext=False))
+    releases = [release.strip() for release in args.grpcio.split(",") if release.strip()]
+    # The installed release needs no virtualenv of its own.
+    runtimes = [None if release == grpc.__version__ else prepare(release, work) for release in releases]
+    variants = [variant for runtime in runtimes or [None] for variant in _variants(runtime)]
+    for runtime, release in zip(runtimes, releases, strict=True):
+        if runtime is None:  # the installed release, under its release's name like the others
+            for variant in variants:
+                if variant.runtime is None:
+                    variant.name, variant.label = f"{variant.name}@{release}", f"{variant.label}@{release}"
     started = time.monotonic()
     for repetition in range(args.repetitions):
         for pinned in (True, False):
             for variant in variants:
-                if variant.name == "workers" and pinned:
+                if variant.kind == "workers" and pinned:
                     continue  # two workers pinned to one core measure nothing
                 if not (pinned or variant.unpinned):
                     continue
@@ -503,13 +557,14 @@ def main() -> int:
                 server = bench.start(variant, pinned)
                 try:
                     loads = ["h2load 1x1", "h2load 4x32"] if variant.h2load else []
-                    if variant.client and (not variant.plaintext or variant.name == "bare"):
+                    if variant.client and (not variant.plaintext or variant.kind == "bare"):
                         loads.append("client 4x32")
                     for load in loads:
                         bench.measure(server, load, pinned, repetition)
                 finally:
                     server.stop()
-    ours = next(variant for variant in variants if variant.name == "ours")
+    # Soak, per-layer timing and callgrind counts: on the installed release.
+    ours = Variant("ours", "(c) ours", plaintext=False)
     soak = bench.soak(ours, args.soak_calls) if args.soak_calls else None
     from .layers import measure as measure_layers
     from .layers import report as layers_report
@@ -531,12 +586,13 @@ def main() -> int:
         "repetitions": args.repetitions,
         "command": "make bench"
         + (" QUICK=1" if args.quick else "")
-        + (" INSTRUCTIONS=1" if args.instruction_calls else ""),
+        + (" INSTRUCTIONS=1" if args.instruction_calls else "")
+        + (f" GRPCIO={','.join(releases)}" if releases else ""),
         "seconds": round(time.monotonic() - started),
     }
     table = "\n\n".join(
         [
-            report(bench, soak, header),
+            report(bench, soak, header, releases),
             layers_report(layers),
             *([instructions_report(instructions)] if instructions else []),
         ]
