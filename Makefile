@@ -101,9 +101,9 @@ lock: $(BIN)/.installed ## Re-resolve requirements*.lock from pyproject.toml
 	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements-build.lock requirements-build.in
 	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements-deploy.lock requirements-deploy.in
 
-bench: system-tools $(GENERATED) ## Benchmark ours against a bare aio server and the seed's (QUICK=1: under a minute; INSTRUCTIONS=1: callgrind counts; GRPCIO=a,b: on those grpcio releases)
+bench: system-tools $(GENERATED) ## Benchmark ours against a bare aio server and the seed's (QUICK=1: under a minute; INSTRUCTIONS=0: no callgrind guard; GRPCIO=a,b: on those grpcio releases)
 	$(BIN)/python -m tests.bench.bench $(if $(filter 1 yes true,$(QUICK)),--quick) $(if $(GRPCIO),--grpcio $(GRPCIO)) \
-		$(if $(filter 1 yes true,$(INSTRUCTIONS)),--instruction-calls 2000)
+		$(if $(filter 0 no false,$(INSTRUCTIONS)),--instruction-calls 0)
 
 wheel: $(BIN)/.installed ## Build the wheel into dist/
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .

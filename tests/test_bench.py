@@ -86,3 +86,24 @@ def test_seed_server_is_the_article_verbatim() -> None:
     text = (Path(__file__).parent / "seed" / "hello_server.py").read_text()
     assert "server.add_insecure_port('[::]:50000')" in text
     assert "futures.ThreadPoolExecutor(max_workers=10)" in text
+
+
+def _counts(bare_tls: float, ours: float, layers: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    entries = [("bare-tls", bare_tls), ("ours", ours)]
+    if layers is not None:
+        entries.append((f"ours without {instructions.NOTHING_LEFT_OUT}", ours))
+        entries += [(f"ours without {layer}", ours - cost) for layer, cost in layers.items()]
+    return [{"variant": name, "calls": 2000, "failed": 0, "instructions_per_call": value} for name, value in entries]
+
+
+def test_the_instruction_guard_fails_past_its_growth_and_names_the_layer_that_grew() -> None:
+    layers = {"AccessLog": 60_000.0, "Auth": 20_000.0}
+    committed = instructions.figures(_counts(360_000, 480_000, layers))
+    assert instructions.grown(_counts(360_000, 480_000 * 1.04), committed) is None
+    growth = instructions.grown(_counts(360_000, 480_000 * 1.08), committed)
+    assert growth is not None
+    assert round(growth, 2) == 0.08
+    blamed = instructions.blame(_counts(360_000, 520_000, {"AccessLog": 61_000.0, "Auth": 59_000.0}), committed)
+    assert blamed.startswith("Auth grew most")
+    elsewhere = instructions.blame(_counts(360_000, 520_000, layers), committed)
+    assert elsewhere.startswith("no layer grew")

@@ -13,9 +13,9 @@ Modes: pinned (server on core 0, load on core 1) and unpinned.
 
 Every run is bounded by a call count sized from a warm-up, and checked: for our server, the
 server's own count of OK calls (grpc_server_handled_total) must equal the calls h2load completed.
-Last, ours once more with each layer's hooks timed inside the server (tests/bench/layers.py), and,
-with --instruction-calls N (make bench INSTRUCTIONS=1), the instructions per call of bare-tls and
-ours under callgrind (tests/bench/instructions.py): about two minutes more, so not by default.
+Last, ours once more with each layer's hooks timed inside the server (tests/bench/layers.py), and
+the instructions per call of bare-tls and ours under callgrind (tests/bench/instructions.py): the
+run fails when ours/bare-tls grew more than 5 % over the committed figure, naming the layer.
 
 With --grpcio A[,B...] (make bench GRPCIO=1.75.0,1.85.3) every variant runs on each of those grpcio
 releases (tests/bench/runtimes.py), interleaved, and the report has the ratios per release and the
@@ -524,7 +524,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=1.0, help="seconds per measured run")
     parser.add_argument("--soak-calls", type=int, default=200_000)
     parser.add_argument("--layer-calls", type=int, default=20_000, help="calls for the per-layer timing")
-    parser.add_argument("--instruction-calls", type=int, default=0, help="calls counted under callgrind (0: none)")
+    parser.add_argument("--instruction-calls", type=int, default=2000, help="calls counted under callgrind (0: none)")
     parser.add_argument("--grpcio", default="", help="grpcio releases to run every variant on, comma-separated")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()
@@ -573,12 +573,14 @@ def main() -> int:
     layers = measure_layers(bench, args.layer_calls)
     from .instructions import VARIANTS as UNDER_CALLGRIND
     from .instructions import count as count_instructions
+    from .instructions import guard
     from .instructions import report as instructions_report
 
     instructions = []
     for name in UNDER_CALLGRIND if args.instruction_calls else ():
         print(f"{name} under callgrind", flush=True)
         instructions.append(count_instructions(bench, UNDER_CALLGRIND[name], args.instruction_calls))
+    grew = guard(bench, instructions, args.instruction_calls) if instructions else None
     header = {
         "grpcio": grpc.__version__,
         "nproc": os.cpu_count(),
@@ -586,7 +588,7 @@ def main() -> int:
         "repetitions": args.repetitions,
         "command": "make bench"
         + (" QUICK=1" if args.quick else "")
-        + (" INSTRUCTIONS=1" if args.instruction_calls else "")
+        + (" INSTRUCTIONS=0" if not (args.quick or args.instruction_calls) else "")
         + (f" GRPCIO={','.join(releases)}" if releases else ""),
         "seconds": round(time.monotonic() - started),
     }
@@ -595,6 +597,7 @@ def main() -> int:
             report(bench, soak, header, releases),
             layers_report(layers),
             *([instructions_report(instructions)] if instructions else []),
+            *([f"GUARD FAILED: {grew}"] if grew else []),
         ]
     )
     args.out.mkdir(exist_ok=True)
@@ -607,7 +610,7 @@ def main() -> int:
     )
     print("\n" + table)
     shutil.rmtree(work, ignore_errors=True)
-    failed = layers["failed"] or any(entry["failed"] for entry in instructions)
+    failed = layers["failed"] or any(entry["failed"] for entry in instructions) or grew is not None
     return 1 if failed or any(not r["valid"] for r in bench.results) else 0
 
 

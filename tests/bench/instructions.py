@@ -10,12 +10,18 @@ With --each-layer, ours is also counted once without each layer of its chain in 
 layer costs is what its absence saves. The driver starts this module again as that server, with
 BENCH_WITHOUT naming the layer to leave out.
 
-Usage: python -m tests.bench.instructions [--calls N] [--each-layer] [VARIANT ...]   (default: bare-tls ours)
+The guard: instructions.json holds the counts committed with the code (`--record` writes it, on an
+idle machine). make bench fails when ours/bare-tls has grown more than GROWTH over that figure, and
+then counts each layer to name the one that grew.
+
+Usage: python -m tests.bench.instructions [--calls N] [--each-layer] [--record] [VARIANT ...]
+       (default: bare-tls ours)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -23,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 from .bench import Bench, Server, Variant, new_bench, serve_with_layers
 
@@ -32,6 +40,10 @@ LAYERS = ("RequestId", "AccessLog", "Metrics", "ConcurrencyLimit", "Auth", "Wire
 WARM_UP = 300
 # Under valgrind a server starts (imports, TLS set-up) some twenty times slower.
 STARTUP_SECONDS = 300
+COMMITTED = Path(__file__).with_name("instructions.json")
+# How much ours/bare-tls may grow over the committed figure before make bench fails: runs of the
+# same code agree within 1 %, with an outlier of 5 % once (the loop batching calls differently).
+GROWTH = 0.05
 VARIANTS = {
     "bare-tls": Variant("bare-tls", "(a') bare aio over TLS", plaintext=False),
     "ours": Variant("ours", "(c) ours", plaintext=False),
@@ -109,12 +121,72 @@ def report(counts: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def layer_costs(counts: list[dict[str, Any]]) -> dict[str, float]:
+    """What each layer costs per call: ours with every layer less ours without it (from --each-layer counts)."""
+    per_call = {entry["variant"]: entry["instructions_per_call"] for entry in counts}
+    whole = per_call.get(f"ours without {NOTHING_LEFT_OUT}")
+    if whole is None:
+        return {}
+    return {layer: whole - per_call[f"ours without {layer}"] for layer in LAYERS if f"ours without {layer}" in per_call}
+
+
+def figures(counts: list[dict[str, Any]]) -> dict[str, Any]:
+    """What --record commits: per-call counts of bare-tls and ours, their ratio, and each layer's cost."""
+    per_call = {entry["variant"]: entry["instructions_per_call"] for entry in counts}
+    return {
+        "grpcio": grpc.__version__,
+        "calls": counts[0]["calls"],
+        "bare-tls": round(per_call["bare-tls"]),
+        "ours": round(per_call["ours"]),
+        "ratio": round(per_call["ours"] / per_call["bare-tls"], 4),
+        "layers": {layer: round(cost) for layer, cost in layer_costs(counts).items()},
+    }
+
+
+def grown(counts: list[dict[str, Any]], committed: dict[str, Any]) -> float | None:
+    """How much ours/bare-tls grew over ``committed`` (0.07: 7 %), or None when within GROWTH."""
+    current = figures(counts)["ratio"]
+    growth = current / committed["ratio"] - 1
+    return growth if growth > GROWTH else None
+
+
+def blame(counts: list[dict[str, Any]], committed: dict[str, Any]) -> str:
+    """Which layer grew most since the committed counts, from the --each-layer counts in ``counts``."""
+    changes = {layer: cost - committed["layers"].get(layer, 0) for layer, cost in layer_costs(counts).items()}
+    if not changes:
+        return "no per-layer counts to compare"
+    worst = max(changes, key=lambda layer: changes[layer])
+    listed = ", ".join(f"{layer} {change:+,.0f}" for layer, change in sorted(changes.items(), key=lambda i: -i[1]))
+    if changes[worst] <= GROWTH * committed["layers"].get(worst, 0):
+        return f"no layer grew by more than {GROWTH:.0%}: the chain, the server's set-up or grpc did ({listed})"
+    return f"{worst} grew most ({listed} instructions per call)"
+
+
+def guard(bench: Bench, counts: list[dict[str, Any]], calls: int) -> str | None:
+    """None when ours/bare-tls is within GROWTH of the committed figure; else what grew, layer by layer."""
+    if not COMMITTED.exists():
+        return f"no committed figures in {COMMITTED.name}: record them (python -m tests.bench.instructions --record)"
+    committed = json.loads(COMMITTED.read_text())
+    growth = grown(counts, committed)
+    if growth is None:
+        return None
+    each = [count(bench, VARIANTS["ours"], calls, without=layer) for layer in ("", *LAYERS)]
+    counts.extend(each)
+    return (
+        f"ours/bare-tls instructions per call grew {growth:.1%} over the committed {committed['ratio']:.3f} "
+        f"(limit {GROWTH:.0%}): {blame(each, committed)}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--each-layer", action="store_true", help="also count ours without each layer in turn")
+    parser.add_argument("--record", action="store_true", help=f"write the counts to {COMMITTED.name} (implies all)")
     parser.add_argument("variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
+    if args.record:
+        args.variants, args.each_layer = list(VARIANTS), True
     bench = new_bench("hello-instructions-", duration=1.0)
     counts = [count(bench, VARIANTS[name], args.calls) for name in args.variants]
     if args.each_layer:
@@ -122,6 +194,9 @@ def main() -> int:
         # imports), so that the difference is the layer's alone.
         counts += [count(bench, VARIANTS["ours"], args.calls, without=layer) for layer in ("", *LAYERS)]
     print(report(counts))
+    if args.record:
+        COMMITTED.write_text(json.dumps(figures(counts), indent=2) + "\n")
+        print(f"recorded in {COMMITTED}")
     return 1 if any(entry["failed"] for entry in counts) else 0
 
 
