@@ -45,19 +45,24 @@ def _seconds(value: float) -> str:
 def service_config(settings: ClientSettings, *, watch_health: bool = True) -> dict[str, object]:
     """grpc's service config for the channel: balancing, ejection, retries and their throttle, health.
 
-    Calls are balanced round_robin over every address the target resolves to (a headless Service's
-    pods, or a list of addresses). With several backends, one that fails most of its calls is
-    ejected for a while (outlier detection), and, with ``watch_health``, one that reports
-    NOT_SERVING (draining) gets no new calls. A call that fails UNAVAILABLE (it never reached a
-    handler, or its server went away before answering) or RESOURCE_EXHAUSTED (grpc waits what the
-    server's pushback says; our server sends -1 where a retry cannot help) is retried, all attempts
-    within the call's one deadline; when the service keeps failing, the throttle stops retries.
+    Calls are balanced round_robin (or weighted_round_robin, by the load each backend reports) over
+    every address the target resolves to (a headless Service's pods, or a list of addresses). With
+    several backends, one that fails most of its calls is ejected for a while (outlier detection),
+    and, with ``watch_health``, one that reports NOT_SERVING (draining) gets no new calls. A call
+    that fails UNAVAILABLE (it never reached a handler, or its server went away before answering)
+    or RESOURCE_EXHAUSTED (grpc waits what the server's pushback says; our server sends -1 where a
+    retry cannot help) is retried, all attempts within the call's one deadline; when the service
+    keeps failing, the throttle stops retries.
 
     The policy names no service: any stub on the channel (a team's, through HELLO_APP) gets it.
     grpc retries only before a response began, so a retry runs a handler twice only when a
     backend died mid-call; a service whose methods must never run twice sets retry.max_attempts=1.
     """
     balancing: dict[str, object] = {"round_robin": {}}
+    if settings.balancing == "weighted_round_robin":
+        # A backend's reports count after 2 s of them (grpc's default 10 s guards against churn of
+        # addresses; ours report on every call, so 2 s holds many), weights renewed every second.
+        balancing = {"weighted_round_robin": {"blackoutPeriod": "2s", "weightUpdatePeriod": "1s"}}
     if settings.ejecting:
         ejection = settings.ejection
         balancing = {

@@ -105,6 +105,17 @@ class RateLimitSettings(BaseModel):
     auth_failures_per_second: float = Field(default=1.0, gt=0)
 
 
+class LoadReportSettings(BaseModel):
+    """ORCA load reports in every call's trailers, for clients that balance by load (weighted_round_robin)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    # How often (seconds) the process's CPU utilization and call rate are sampled; calls in between
+    # send the last sample.
+    sample_seconds: float = Field(default=1.0, gt=0)
+
+
 class TracingSettings(BaseModel):
     """OpenTelemetry tracing, off unless enabled."""
 
@@ -143,6 +154,7 @@ class Settings(BaseSettings):
     grpc: GrpcSettings = GrpcSettings()
     tracing: TracingSettings = TracingSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    load_report: LoadReportSettings = LoadReportSettings()
     # Processes serving the same ports (SO_REUSEPORT), supervised by the first; "auto": one per core.
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
 
@@ -217,6 +229,9 @@ class ClientSettings(BaseSettings):
     # Skip backends whose health says NOT_SERVING (draining). None: on for targets that name several
     # backends (dns:///..., or a list of addresses); off for one, where it would only fail calls.
     watch_health: bool | None = None
+    # How calls are spread over several backends: round_robin, or weighted_round_robin by the load
+    # each backend reports (servers with HELLO_LOAD_REPORT__ENABLED=true).
+    balancing: Literal["round_robin", "weighted_round_robin"] = "round_robin"
     retry: RetrySettings = RetrySettings()
     ejection: EjectionSettings = EjectionSettings()
 
