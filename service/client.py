@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -33,37 +32,80 @@ def _metadata(request_id: str | None) -> tuple[tuple[str, str], ...]:
     return ((REQUEST_ID, request_id or new_request_id()),)
 
 
-# Balance calls over every address the target resolves to (a headless Service's pods, or a list
-# of addresses), skip backends that report NOT_SERVING, and retry calls that never reached a
-# server or hit one that was going away.
-# Every method here is idempotent, so a retry cannot do anything twice that matters.
-SERVICE_CONFIG: dict[str, object] = {
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [
-        {
-            "name": [{"service": "rpc_package.HelloWorldService"}, {"service": "grpc.health.v1.Health"}],
-            "retryPolicy": {
-                "maxAttempts": 4,
-                "initialBackoff": "0.05s",
-                "maxBackoff": "1s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
+# No more than a third of the backends ejected at once: grpc ejects while fewer than this
+# percentage are out, so with 2 to 5 backends that is at most half of them (1 of 2 or 3, 2 of 4 or
+# 5), and one backend is never ejected (minimumHosts 2). Calls keep a place to go.
+MAX_EJECTION_PERCENT = 33
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}s"
+
+
+def service_config(settings: ClientSettings, *, watch_health: bool = True) -> dict[str, object]:
+    """grpc's service config for the channel: balancing, ejection, retries and their throttle, health.
+
+    Calls are balanced round_robin (or weighted_round_robin, by the load each backend reports) over
+    every address the target resolves to (a headless Service's pods, or a list of addresses). With
+    several backends, one that fails most of its calls is ejected for a while (outlier detection),
+    and, with ``watch_health``, one that reports NOT_SERVING (draining) gets no new calls. A call
+    that fails UNAVAILABLE (it never reached a handler, or its server went away before answering)
+    or RESOURCE_EXHAUSTED (grpc waits what the server's pushback says; our server sends -1 where a
+    retry cannot help) is retried, all attempts within the call's one deadline; when the service
+    keeps failing, the throttle stops retries.
+
+    The policy names no service: any stub on the channel (a team's, through HELLO_APP) gets it.
+    grpc retries only before a response began, so a retry runs a handler twice only when a
+    backend died mid-call; a service whose methods must never run twice sets retry.max_attempts=1.
+    """
+    balancing: dict[str, object] = {"round_robin": {}}
+    if settings.balancing == "weighted_round_robin":
+        # A backend's reports count after 2 s of them (grpc's default 10 s guards against churn of
+        # addresses; ours report on every call, so 2 s holds many), weights renewed every second.
+        balancing = {"weighted_round_robin": {"blackoutPeriod": "2s", "weightUpdatePeriod": "1s"}}
+    if settings.ejecting:
+        ejection = settings.ejection
+        balancing = {
+            "outlier_detection_experimental": {
+                "interval": _seconds(ejection.interval),
+                "baseEjectionTime": _seconds(ejection.base_time),
+                "maxEjectionTime": _seconds(ejection.max_time),
+                "maxEjectionPercent": MAX_EJECTION_PERCENT,
+                "failurePercentageEjection": {
+                    "threshold": ejection.failure_percent,
+                    "enforcementPercentage": 100,
+                    "minimumHosts": 2,
+                    "requestVolume": ejection.min_calls,
+                },
+                "childPolicy": [balancing],
+            }
         }
-    ],
-}
-
-
-# Client-side health checking: a backend whose health turns NOT_SERVING (draining before a stop)
-# gets no new calls from the channel, so a rolling update fails none.
-WATCH_HEALTH = {"healthCheckConfig": {"serviceName": ""}}
+    retry = settings.retry
+    method: dict[str, object] = {"name": [{}]}
+    if retry.max_attempts > 1:
+        method["retryPolicy"] = {
+            "maxAttempts": retry.max_attempts,
+            "initialBackoff": "0.05s",
+            "maxBackoff": "1s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+        }
+    config: dict[str, object] = {
+        "loadBalancingConfig": [balancing],
+        "methodConfig": [method],
+        "retryThrottling": {"maxTokens": retry.throttle_tokens, "tokenRatio": retry.throttle_ratio},
+    }
+    if watch_health and settings.balanced:
+        # Client-side health checking: a backend whose health turns NOT_SERVING (draining before
+        # a stop) gets no new calls from the channel, so a rolling update fails none.
+        config["healthCheckConfig"] = {"serviceName": ""}
+    return config
 
 
 def channel_options(settings: ClientSettings, *, watch_health: bool = True) -> list[tuple[str, str | int]]:
     """Options for balancing, retries and keepalive (within the server's ping policy), and the TLS name."""
-    service_config = {**SERVICE_CONFIG, **WATCH_HEALTH} if watch_health and settings.balanced else SERVICE_CONFIG
     options: list[tuple[str, str | int]] = [
-        ("grpc.service_config", json.dumps(service_config)),
+        ("grpc.service_config", json.dumps(service_config(settings, watch_health=watch_health))),
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
@@ -109,33 +151,14 @@ def _stub(channel: grpc.aio.Channel) -> helloworld_pb2_grpc.HelloWorldServiceStu
     return helloworld_pb2_grpc.HelloWorldServiceStub(channel)
 
 
-T = TypeVar("T")
-# grpc retries a call only while no response has begun. A backend that dies after it began the
-# response fails the call with UNAVAILABLE; an idempotent unary call can simply be made again.
-AGAIN_ATTEMPTS = 3
-
-
-async def _again_if_unavailable(call: Callable[[], Awaitable[T]]) -> T:
-    for attempt in range(AGAIN_ATTEMPTS):
-        try:
-            return await call()
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == AGAIN_ATTEMPTS - 1:
-                raise
-            await asyncio.sleep(0.05 * 2**attempt)
-    raise AssertionError("unreachable")
-
-
 async def say_hello(
     channel: grpc.aio.Channel, name: str, *, timeout: float = DEFAULT_TIMEOUT, request_id: str | None = None
 ) -> str:
     """Call SayHello and return the greeting; raises grpc.aio.AioRpcError on failure.
 
-    ``timeout`` bounds each attempt; a call that fails UNAVAILABLE is made again (it is idempotent).
+    ``timeout`` bounds the whole call, grpc's retries included.
     """
-    metadata = _metadata(request_id)
-    request = pb.HelloRequest(name=name)
-    reply = await _again_if_unavailable(lambda: _stub(channel).SayHello(request, timeout=timeout, metadata=metadata))
+    reply = await _stub(channel).SayHello(pb.HelloRequest(name=name), timeout=timeout, metadata=_metadata(request_id))
     return str(reply.message)
 
 
@@ -162,14 +185,9 @@ async def say_hello_to_many(
     timeout: float = DEFAULT_TIMEOUT,
     request_id: str | None = None,
 ) -> str:
-    """SayHelloToMany: streams the names and returns the one greeting for all of them (made again if UNAVAILABLE)."""
-    metadata, names = _metadata(request_id), list(names)
-
-    def call() -> Awaitable[pb.SayHelloToManyResponse]:
-        requests = (pb.SayHelloToManyRequest(name=name) for name in names)
-        return _stub(channel).SayHelloToMany(requests, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
-
-    reply = await _again_if_unavailable(call)
+    """SayHelloToMany: streams the names and returns the one greeting for all of them."""
+    requests = (pb.SayHelloToManyRequest(name=name) for name in names)
+    reply = await _stub(channel).SayHelloToMany(requests, timeout=timeout, metadata=_metadata(request_id))
     return str(reply.message)
 
 

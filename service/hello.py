@@ -9,7 +9,8 @@ import grpc
 
 from .generated.rpc_package import helloworld_pb2 as pb
 from .generated.rpc_package import helloworld_pb2_grpc
-from .validation import DEFAULT_MAX_NAME_LENGTH, name_problem
+from .status_details import abort, bad_request
+from .validation import DEFAULT_MAX_NAME_LENGTH, name_rule
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -25,6 +26,13 @@ def greeting(names: list[str]) -> str:
     return f"Hello, {joined}!"
 
 
+async def invalid(context: grpc.aio.ServicerContext, field: str, rule: str, *, alone: bool = False) -> None:
+    """INVALID_ARGUMENT and a BadRequest naming ``field`` and ``rule``; the text is "field: rule" (``alone``: rule)."""
+    await abort(
+        context, grpc.StatusCode.INVALID_ARGUMENT, rule if alone else f"{field}: {rule}", bad_request(field, rule)
+    )
+
+
 class HelloServicer(helloworld_pb2_grpc.HelloWorldServiceServicer):
     """Greets valid names; anything else is INVALID_ARGUMENT with a message naming the field and the rule."""
 
@@ -32,9 +40,9 @@ class HelloServicer(helloworld_pb2_grpc.HelloWorldServiceServicer):
         self._max_name_length = max_name_length
 
     async def _check_name(self, name: str, context: grpc.aio.ServicerContext) -> None:
-        problem = name_problem(name, self._max_name_length)
-        if problem is not None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        rule = name_rule(name, self._max_name_length)
+        if rule is not None:
+            await invalid(context, "name", rule)
 
     async def SayHello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
         await self._check_name(request.name, context)
@@ -45,7 +53,7 @@ class HelloServicer(helloworld_pb2_grpc.HelloWorldServiceServicer):
     ) -> AsyncIterator[pb.SayHelloRepeatedResponse]:
         await self._check_name(request.name, context)
         if not 1 <= request.count <= MAX_REPEAT:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"count: must be 1 to {MAX_REPEAT}")
+            await invalid(context, "count", f"must be 1 to {MAX_REPEAT}")
         message = greeting([request.name])
         for index in range(1, request.count + 1):
             yield pb.SayHelloRepeatedResponse(message=message, index=index)
@@ -57,12 +65,10 @@ class HelloServicer(helloworld_pb2_grpc.HelloWorldServiceServicer):
         async for request in request_iterator:
             await self._check_name(request.name, context)
             if len(names) == MAX_NAMES_PER_STREAM:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_NAMES_PER_STREAM} names per stream"
-                )
+                await invalid(context, "name", f"at most {MAX_NAMES_PER_STREAM} names per stream", alone=True)
             names.append(request.name)
         if not names:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "send at least one name")
+            await invalid(context, "name", "send at least one name", alone=True)
         return pb.SayHelloToManyResponse(message=greeting(names), count=len(names))
 
     async def SayHelloChat(

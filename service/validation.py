@@ -7,13 +7,19 @@ import unicodedata
 DEFAULT_MAX_NAME_LENGTH = 256
 
 
-def name_problem(name: str, max_length: int = DEFAULT_MAX_NAME_LENGTH) -> str | None:
-    """Why ``name`` is not acceptable, or None: it must be 1..max_length code points, no Cc/Cf characters."""
+def name_rule(name: str, max_length: int = DEFAULT_MAX_NAME_LENGTH) -> str | None:
+    """The rule ``name`` breaks, or None: it must be 1..max_length code points, no Cc/Cf characters."""
     if not name:
-        return "name: must not be empty"
+        return "must not be empty"
     if len(name) > max_length:
-        return f"name: must be at most {max_length} characters (got {len(name)})"
+        return f"must be at most {max_length} characters (got {len(name)})"
     for position, char in enumerate(name):
         if unicodedata.category(char) in ("Cc", "Cf"):
-            return f"name: must not contain control or format characters (U+{ord(char):04X} at position {position})"
+            return f"must not contain control or format characters (U+{ord(char):04X} at position {position})"
     return None
+
+
+def name_problem(name: str, max_length: int = DEFAULT_MAX_NAME_LENGTH) -> str | None:
+    """Why ``name`` is not acceptable ("name: <rule>"), or None."""
+    rule = name_rule(name, max_length)
+    return None if rule is None else f"name: {rule}"

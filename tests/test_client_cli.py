@@ -124,6 +124,28 @@ async def test_connection_refused() -> None:
     assert _failure(err) == f"hello-client: 127.0.0.1:{port}: cannot connect: connection refused (UNAVAILABLE)"
 
 
+async def test_invalid_argument_names_the_field(server: BuiltServer, pki: Pki) -> None:
+    code, _, err = await hello_client(*_args(pki, server.port), "say", "")
+    assert code == 1
+    assert _failure(err) == "hello-client: invalid argument: name: must not be empty (INVALID_ARGUMENT)"
+
+
+async def test_rate_limited_says_when_to_retry(pki: Pki) -> None:
+    async with running(server_settings(pki, rate_limit={"per_second": 0.1, "burst": 1})) as built:
+        assert (await hello_client(*_args(pki, built.port), "say", "first"))[0] == 0
+        # The next token is 10 s away, past the 5 s deadline: the server says do not retry, and when.
+        code, _, err = await hello_client(*_args(pki, built.port), "say", "second")
+    assert code == 1
+    line = _failure(err)
+    match = re.fullmatch(
+        r"hello-client: call failed: rate limit of 0\.1 calls per second exceeded; retry after [0-9.]+ s "
+        r"\(RESOURCE_EXHAUSTED; retry after (\d+) ms\)",
+        line,
+    )
+    assert match, line
+    assert 5000 < int(match.group(1)) <= 10_000
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -139,6 +161,20 @@ async def test_bad_client_settings_exit_2(pki: Pki, args: list[str], fragment: s
     code, _, err = await hello_client(*[arg.format(**files) for arg in args])
     assert code == 2
     assert fragment in _one_line(err)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("HELLO_CLIENT__RETRY__MAX_ATTEMPTS", "6"),
+        ("HELLO_CLIENT__RETRY__THROTTLE_TOKENS", "0"),
+        ("HELLO_CLIENT__EJECTION__FAILURE_PERCENT", "101"),
+    ],
+)
+async def test_bad_resilience_setting_exit_2(variable: str, value: str) -> None:
+    code, _, err = await hello_client("say", "x", **{variable: value})
+    assert code == 2
+    assert _one_line(err).startswith(f"hello-client: {variable}: ")
 
 
 @pytest.mark.parametrize("args", [[], ["say"], ["shout", "x"], ["--timeout", "soon", "say", "x"]])

@@ -83,7 +83,25 @@ def describe(error: Any, target: str) -> str:
             if needle in details:
                 return f"{target}: {sentence} ({name})"
     first_line = details.splitlines()[0] if details else "no details"
-    return f"call failed: {first_line} ({name})"
+    fields, retry = _understood(error)
+    if fields:
+        return f"invalid argument: {fields} ({name})"
+    return f"call failed: {first_line} ({name}{retry})"
+
+
+def _understood(error: Any) -> tuple[str, str]:
+    """From the call's google.rpc details: which fields broke which rules, and "; retry after N ms"."""
+    from google.rpc import error_details_pb2
+
+    from ..status_details import decode
+
+    fields, retry = [], ""
+    for detail in decode(error):
+        if isinstance(detail, error_details_pb2.BadRequest):
+            fields += [f"{v.field}: {v.description}" if v.field else v.description for v in detail.field_violations]
+        elif isinstance(detail, error_details_pb2.RetryInfo):
+            retry = f"; retry after {detail.retry_delay.ToMilliseconds()} ms"
+    return "; ".join(fields), retry
 
 
 async def _stdin_lines() -> AsyncIterator[str]:

@@ -11,6 +11,7 @@ import structlog
 
 from ..authenticators import Authenticate, AuthError
 from ..buckets import Buckets
+from ..status_details import NO_RETRY, error_info, retry_info
 from .hooks import Call, Hooks, Method, Refusal
 
 Authorize = Callable[[str, str], bool]
@@ -89,9 +90,13 @@ class Auth:
         # Only an address that failed before can be throttled; until one has, no call asks for its peer.
         if failures is not None and failures.buckets and (wait := failures.wait(peer_host(call.peer()))):
             self._on_refusal("throttled")
+            # No automatic retry (pushback -1): the wait is seconds long, most callers from here
+            # hold bad credentials, and a guesser should get nothing for free; RetryInfo says when.
             raise Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many failed authentications from this address; retry after {wait:.1f} s",
+                details=(error_info("THROTTLED"), retry_info(wait)),
+                pushback_ms=NO_RETRY,
             )
         try:
             principal = self._authenticate(call.metadata, _AuthContext(call.context))
@@ -101,6 +106,7 @@ class Auth:
             self._on_refusal(error.reason)
             if failures is not None and error.code is grpc.StatusCode.UNAUTHENTICATED:
                 failures.take(peer_host(call.peer()))  # Call keeps the peer: grpc is asked once
-            raise Refusal(error.code, error.message) from None
+            # The reason the metrics count, in google.rpc's UPPER_SNAKE_CASE; never the credentials.
+            raise Refusal(error.code, error.message, details=(error_info(error.reason.upper()),)) from None
         structlog.contextvars.bind_contextvars(principal=principal)
         current_principal.set(principal)

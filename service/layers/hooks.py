@@ -8,11 +8,14 @@ than the whole bare server. A hook that refuses a call raises Refusal, and the c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import Message
+
+from .. import status_details
 
 # The codes the hot path names on every call, looked up once: StatusCode is an Enum, and naming a
 # member (grpc.StatusCode.OK) is a descriptor call, ten times a module constant's cost.
@@ -65,19 +68,32 @@ class Call:
 
 
 class Refusal(Exception):
-    """Raised by a hook to end the call with ``code`` and ``message`` (safe to show the caller)."""
+    """Raised by a hook to end the call with ``code`` and ``message`` (safe to show the caller).
+
+    ``details`` (google.rpc messages) and ``pushback_ms`` (grpc's retry advice) go out in the
+    trailers, built only now that the call is refused; ``trailing_metadata`` is added to what
+    the layers set before (the request id).
+    """
 
     def __init__(
-        self, code: grpc.StatusCode, message: str, trailing_metadata: tuple[tuple[str, str], ...] | None = None
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        trailing_metadata: tuple[tuple[str, str], ...] | None = None,
+        *,
+        details: Sequence[Message] = (),
+        pushback_ms: int | None = None,
     ) -> None:
         super().__init__(message)
         self.code, self.message, self.trailing_metadata = code, message, trailing_metadata
+        self.details, self.pushback_ms = details, pushback_ms
 
     async def abort(self, call: Call) -> None:
         """Send the status; raises grpc's AbortError, as context.abort does."""
+        context = call.context
         if self.trailing_metadata is not None:
-            call.context.set_trailing_metadata((*self.trailing_metadata, *call.trailers))
-        await call.context.abort(self.code, self.message)
+            context.set_trailing_metadata((*(context.trailing_metadata() or ()), *self.trailing_metadata))
+        await status_details.abort(context, self.code, self.message, *self.details, pushback_ms=self.pushback_ms)
 
 
 # Methods nobody registered are counted and traced under this one name, so callers cannot create

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable
 import grpc
 
 from ..buckets import Buckets
+from ..status_details import NO_RETRY, pushback_within, quota_failure, retry_info
 from .auth import current_principal
 from .hooks import Call, Hooks, Method, Refusal
-from .request_id import HEADER
 
 
 class ConcurrencyLimit:
@@ -38,7 +38,10 @@ class ConcurrencyLimit:
         if self._in_flight >= self._max:
             self._on_limited("concurrency")
             busy = f"server busy: {self._max} calls in flight; retry shortly"
-            raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, busy)
+            # No automatic retry (pushback -1): a server at its cap is most often one of a fleet
+            # that is overloaded as a whole, and retries are more load; the caller decides.
+            quota = quota_failure("server", f"at most {self._max} calls in flight")
+            raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, busy, details=(quota,), pushback_ms=NO_RETRY)
         self._in_flight += 1
 
     def _release(self, _call: Call) -> None:
@@ -72,6 +75,12 @@ class RateLimit:
             raise Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"rate limit of {self._per_second:g} calls per second exceeded; retry after {wait:.2f} s",
-                # Replaces the trailers the request-id layer set, so it carries the id along.
-                trailing_metadata=(("retry-after", f"{wait:.3f}"), (HEADER, call.request_id)),
+                # retry-after (seconds) is deprecated: RetryInfo and the pushback say it in the standard form.
+                trailing_metadata=(("retry-after", f"{wait:.3f}"),),
+                details=(
+                    retry_info(wait),
+                    quota_failure(f"principal:{principal}", f"{self._per_second:g} calls per second"),
+                ),
+                # grpc's retry waits this long and tries again, within the caller's deadline.
+                pushback_ms=pushback_within(wait, call.context),
             )

@@ -16,6 +16,7 @@ from .access_log import AccessLog
 from .auth import Auth
 from .hooks import Layer
 from .limits import ConcurrencyLimit, RateLimit
+from .load_report import LoadReport
 from .metrics import Metrics
 from .request_id import RequestId
 from .tracing import Tracing
@@ -53,8 +54,11 @@ def server_layers(
     if limits.per_second:
         burst = limits.burst or max(1, int(limits.per_second))
         rate = [RateLimit(limits.per_second, burst, on_limited=metrics.limited)]
+    # Each call's load report is added as it ends, to whatever trailers the call has by then.
+    load: list[Layer] = [LoadReport(settings.load_report.sample_seconds)] if settings.load_report.enabled else []
     return [
         *tracing,
+        *load,
         RequestId(),
         AccessLog(quiet_services=(health.SERVICE_NAME,)),
         Metrics(metrics),

@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 
+from ..status_details import NO_RETRY, bad_request, quota_failure
 from .hooks import Hooks, Method, Refusal
 
 
@@ -34,19 +35,24 @@ class Wire:
             return None
         invalid = f"the request is not a valid {_message_name(decode, 'request')}"
         limit = self._max
+        # Made once per method, raised as is: refusals may share it, nothing changes it.
+        malformed = bad_request("", invalid)
 
         def checked_decode(data: bytes) -> Any:
             try:
                 return decode(data)
             except Exception:
-                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, invalid) from None
+                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, invalid, details=(malformed,)) from None
 
         def checked_encode(message: Any) -> bytes:
             data: bytes = encode(message)
             if len(data) > limit:
+                # The same request gets the same reply: pushback -1, no retry.
                 raise Refusal(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"the response is {len(data)} bytes, over the limit of {limit} (HELLO_MAX_MESSAGE_BYTES)",
+                    details=(quota_failure("response", f"at most {limit} bytes"),),
+                    pushback_ms=NO_RETRY,
                 )
             return data
 
