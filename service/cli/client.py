@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import StartupError
-from ..settings import ClientSettings, load
+from ..errors import StartupError, lines
+from ..settings import ClientSettings, load, unknown_variable_warnings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         if (value := getattr(args, field)) is not None
     }
     try:
+        for warning in unknown_variable_warnings(os.environ, args.env_file):
+            print(f"hello-client: warning: {warning}", file=sys.stderr)
         settings = load(ClientSettings, args.env_file, **overrides)
         return asyncio.run(_run(args, settings))
     except StartupError as exc:
-        print(f"hello-client: {exc}", file=sys.stderr)
+        print(lines(exc, "hello-client"), file=sys.stderr)
         return exc.exit_code
 
 
