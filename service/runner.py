@@ -131,10 +131,15 @@ async def _serve(settings: Settings, registry: Registry, ready_fd: int | None) -
         # 3. Refuse new calls; in-flight calls get the grace period, or none after a second signal.
         grace = settings.shutdown_grace_seconds
         stopped = asyncio.gather(*(s.stop(grace) for s in built.servers))
+        # When the grace period is over grpc cancels what is still in flight: those calls are logged
+        # with what their callers get (UNAVAILABLE), not as cancelled by the caller.
+        grace_over = loop.call_later(grace, built.chain.stopping.begin)
         await asyncio.sleep(0)  # let stop() begin: from here on grpc refuses new calls
         log.info("refusing new calls", grace_seconds=grace)
         await _until_first(stopped, forced.wait())
+        grace_over.cancel()
         if forced.is_set():
+            built.chain.stopping.begin()
             await asyncio.gather(*(s.stop(None) for s in built.servers))
     finally:
         if orphan_watch is not None:
