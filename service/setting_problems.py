@@ -92,6 +92,10 @@ def problems(exc: ValidationError, model: type[BaseModel], name: Any) -> list[tu
             where = "" if Path(str(value)).is_absolute() else f" ({RELATIVE}, here {Path.cwd()})"
             found.append((variable, f"no such file: {value}{where}"))
             continue
+        if first["type"] == "value_error":
+            # A validator of ours: its message already says what is wrong and what to write.
+            found.append((variable, str(first["ctx"]["error"])))
+            continue
         _, info = _field(model, path)
         expected = accepted(info.annotation, info.metadata) if info is not None else first["msg"]
         # Echo the value to help the operator, except anything that may be a secret.

@@ -183,6 +183,23 @@ class ClientSettings(BaseSettings):
     # backends (dns:///..., or a list of addresses); off for one, where it would only fail calls.
     watch_health: bool | None = None
 
+    @field_validator("target")
+    @classmethod
+    def _host_and_port(cls, target: str) -> str:
+        # A plain target without a port, or with a malformed one, would only fail at the first call
+        # with the resolver's words; schemes (dns:///, ipv4:, unix:) are grpc's to check.
+        if target.startswith(("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "xds:")):
+            return target
+        host, _, port = target.rpartition(":")
+        bracketed = target.startswith("[")
+        if not host and port.isdigit():
+            raise ValueError(f"{target!r} has no host: write host:port, e.g. localhost:50051")
+        if (bracketed and "]:" not in target) or (not bracketed and (not host or ":" in host)):
+            raise ValueError(f"{target!r} has no port: write host:port, e.g. localhost:50051 or [::1]:50051")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{target!r}: the port must be a number from 1 to 65535")
+        return target
+
     @property
     def balanced(self) -> bool:
         """Whether the channel watches its backends' health (see ``watch_health``)."""
