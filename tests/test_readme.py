@@ -119,6 +119,26 @@ def test_every_link_lands(document: Path) -> None:
     assert not broken, broken
 
 
+REPOSITORY_PATH = re.compile(r"(?<![\w/.:-])((?:service|tests|deploy|config|protos|scripts|tools)/[\w./-]*\w/?)")
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: str(d.relative_to(ROOT)))
+def test_every_file_named_exists(document: Path) -> None:
+    # Prose and plain blocks (the layout); shell blocks name Kubernetes objects too (deploy/hello).
+    texts = [
+        token.content
+        for token in _parser().parse(document.read_text())
+        if token.type == "inline" or (token.type == "fence" and not token.info)
+    ]
+    named = {path for text in texts for path in REPOSITORY_PATH.findall(text)}
+    # A module named alone (`test_tls.py`) is in the document's own folder.
+    alone = {name for text in texts for name in re.findall(r"`([\w-]+\.py)`", text)}
+    assert named | alone, "no file named: the patterns are broken"
+    missing = [path for path in named if not (ROOT / path).exists()]
+    missing += [name for name in alone if not (document.parent / name).exists()]
+    assert sorted(missing) == []
+
+
 def test_the_readme_has_a_short_table_of_contents() -> None:
     text = (ROOT / "README.md").read_text()
     contents = text[text.index("**Contents:**") :].split("\n\n")[0]
