@@ -44,13 +44,14 @@ def test_make_certs_refuses_a_force_it_does_not_understand() -> None:
 
 
 async def test_make_run_logs_json_alone_on_stdout_and_drains_on_one_sigterm() -> None:
-    # Ports 0: a developer's make run on 50051 may be up; everything else is what make run does.
-    env = clean_env(HELLO_PORT=0, HELLO_HEALTH_PORT=0, HELLO_METRICS_PORT=0)
+    # Ports 0 on 127.0.0.1: a developer's make run on 50051 may be up (and with port 0, the port is
+    # free on 127.0.0.1, not necessarily on ::1); everything else is what make run does.
+    env = clean_env(HELLO_HOST="127.0.0.1", HELLO_PORT=0, HELLO_HEALTH_PORT=0, HELLO_METRICS_PORT=0)
     server = ServerProcess(["make", "run"], env, cwd=ROOT, new_session=True)
     try:
         port = server.serving_port()
         settings = ClientSettings(
-            target=f"localhost:{port}", ca_file=ROOT / "certs" / "ca.pem", token_file=ROOT / "certs" / "token"
+            target=f"127.0.0.1:{port}", ca_file=ROOT / "certs" / "ca.pem", token_file=ROOT / "certs" / "token"
         )
         async with create_channel(settings) as channel:
             assert await say_hello(channel, "make") == "Hello, make!"

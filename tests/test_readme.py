@@ -4,7 +4,7 @@ Every Python block is run. A shell block is run when each of its commands is one
 against a server of its own: `.venv/bin/hello-client`, `.venv/bin/grpcurl`, a `NAME=$(...)` line,
 `printf`/`echo` piped into those, and a first line `[HELLO_X=value ...] make run`, which starts the
 server with those settings and `config/dev.env`, as `make run` does. Other blocks (make, kubectl,
-promtool) are listed, not run. `localhost:50051` in a block means that server's port; a command
+promtool) are not run. `localhost:50051` in a block means that server's address; a command
 commented `# prints: TEXT` must print exactly TEXT (a trailing parenthesis is prose).
 """
 
@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = (ROOT / "README.md", ROOT / "tests" / "README.md", ROOT / "tests" / "bench" / "README.md")
 DEV_ENV = ROOT / "config" / "dev.env"
 DEV_PORT = "50051"
+LOOPBACK = "127.0.0.1"
 RUNNABLE = re.compile(r"^(\.venv/bin/(hello-client|grpcurl)\b|[A-Z_]+=\$\(|(printf|echo) .*\| *\.venv/bin/)")
 MAKE_RUN = re.compile(r"^((?:HELLO_\w+=\S+\s+)*)make run$")
 PRINTS = re.compile(r"\s+#\s*prints:\s*(.*?)(?:\s+\(.*\))?$")
@@ -162,12 +163,21 @@ def _checkout(base: Path, pki: Pki, settings: dict[str, str], started: list[Serv
     (base / ".venv").symlink_to(BIN.parent)
     (base / "config").mkdir()
     (base / "config" / "dev.env").write_text(DEV_ENV.read_text())
-    env = clean_env(HELLO_PORT=0, HELLO_HEALTH_PORT=0, HELLO_METRICS_PORT=0, HELLO_LOG__FORMAT="json", **settings)
+    # 127.0.0.1, not localhost: with port 0 the port is free there, not necessarily on ::1, where
+    # another server may hold it (the clients try ::1 first).
+    env = clean_env(
+        HELLO_HOST=LOOPBACK,
+        HELLO_PORT=0,
+        HELLO_HEALTH_PORT=0,
+        HELLO_METRICS_PORT=0,
+        HELLO_LOG__FORMAT="json",
+        **settings,
+    )
     server = ServerProcess([str(BIN / "hello-server"), "--env-file", "config/dev.env"], env, cwd=base)
     started.append(server)
     port = server.serving_port()
     # The server has read its settings; the client's settings in the same file now name its port.
-    (base / "config" / "dev.env").write_text(DEV_ENV.read_text().replace(f":{DEV_PORT}", f":{port}"))
+    (base / "config" / "dev.env").write_text(DEV_ENV.read_text().replace(f"localhost:{DEV_PORT}", f"{LOOPBACK}:{port}"))
     return Checkout(base, port)
 
 
@@ -207,7 +217,7 @@ def _runs(block: Block) -> bool:
 
 
 def _run(script: str, checkout: Checkout) -> subprocess.CompletedProcess[str]:
-    script = script.replace(f"localhost:{DEV_PORT}", f"localhost:{checkout.port}")
+    script = script.replace(f"localhost:{DEV_PORT}", f"{LOOPBACK}:{checkout.port}")
     return subprocess.run(
         ["bash", "-c", "set -eo pipefail\n" + script],
         cwd=checkout.dir,
@@ -226,7 +236,7 @@ def test_every_python_block_runs_against_a_server(pki: Pki, tmp_path: Path, star
     for block in blocks:
         expected = [m.group(1) for line in block.text.splitlines() if (m := PRINTS.search(line))]
         script = tmp_path / "example.py"
-        script.write_text(block.text.replace(f"localhost:{DEV_PORT}", f"localhost:{checkout.port}"))
+        script.write_text(block.text.replace(f"localhost:{DEV_PORT}", f"{LOOPBACK}:{checkout.port}"))
         env = clean_env(PYTHONPATH=str(ROOT))
         result = subprocess.run(
             [str(BIN / "python"), str(script)], cwd=checkout.dir, env=env, capture_output=True, text=True, timeout=60
