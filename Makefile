@@ -9,7 +9,11 @@ BIN := $(VENV)/bin
 ENV_FILE ?= config/dev.env
 # Extra DNS names/IPs for the dev server certificate: make certs SANS="a.example,b.example"
 SANS ?=
+# FORCE=1 replaces existing certificates; y, yes, true and on (any case) mean the same, 0, n, no, false
+# and off (or nothing) keep them; anything else is an error rather than a silent "no".
 FORCE ?=
+FORCE_WORD := $(shell echo '$(FORCE)' | tr '[:upper:]' '[:lower:]')
+FORCE_FLAG := $(if $(filter 1 y yes true on,$(FORCE_WORD)),--force)
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := service/generated/rpc_package/helloworld_pb2.py
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
@@ -24,7 +28,7 @@ SYSTEM_TOOLS := kubectl:kubectl prometheus:prometheus promtool:prometheus h2load
 .PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets proto certs run test lint fmt lock wheel clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # The stamp is rebuilt whenever the lock or the project metadata changes.
 $(BIN)/.installed: requirements-dev.lock pyproject.toml
@@ -77,10 +81,15 @@ proto: $(BIN)/.installed ## Regenerate service/generated/ from protos/
 	$(BIN)/python scripts/gen_protos.py
 
 certs: $(BIN)/.installed ## Write dev CA, server/client certs and a token into certs/ (FORCE=1 to replace, SANS=...)
-	$(BIN)/hello-certs --dir certs $(if $(SANS),--san "$(SANS)") $(if $(filter 1 yes true,$(FORCE)),--force)
+	@case '$(FORCE_WORD)' in ''|0|n|no|false|off|1|y|yes|true|on) ;; \
+	    *) echo "make certs: FORCE=$(FORCE) is not understood: FORCE=1 replaces the certificates" >&2; exit 2;; esac
+	$(BIN)/hello-certs --dir certs $(if $(SANS),--san "$(SANS)") $(FORCE_FLAG)
 
-run: $(GENERATED) certs ## Serve on localhost:50051 with TLS and the dev token (config/dev.env)
-	$(BIN)/hello-server --env-file $(ENV_FILE)
+# The server's log lines alone go to stdout (make run | jq): what the preparation prints, make's own
+# lines included, goes to stderr. exec hands the process over, so signals reach the server directly.
+run: ## Serve on localhost:50051 with TLS and the dev token (config/dev.env)
+	@$(MAKE) --no-print-directory $(GENERATED) certs >&2
+	@exec $(BIN)/hello-server --env-file $(ENV_FILE)
 
 test: system-tools $(GENERATED) $(BUF) $(DEPLOY_VENV)/.installed lint ## Install everything the tests need, lint, then run the tests
 	$(BIN)/pytest

@@ -149,6 +149,16 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def missing_names(cert_file: Path, names: Iterable[str]) -> list[str]:
+    """The ``names`` (DNS names or IP addresses) that the certificate in ``cert_file`` does not carry."""
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    try:
+        carried = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        carried = set()
+    return [name for name in names if _san(name) not in carried]
+
+
 def write_dev_pki(directory: Path, *, extra_sans: Iterable[str] = (), force: bool = False) -> list[Written]:
     """Write ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem and token.
 
@@ -178,7 +188,9 @@ def write_dev_pki(directory: Path, *, extra_sans: Iterable[str] = (), force: boo
         "client": ("hello-client", [], ExtendedKeyUsageOID.CLIENT_AUTH),
     }
     for name, (common_name, sans, usage) in leaves.items():
-        fresh = new_ca or not have(name)
+        # A kept server certificate without a name asked for would fail every client that dials
+        # that name: it is re-issued by the same CA, so clients keep trusting it.
+        fresh = new_ca or not have(name) or bool(missing_names(directory / f"{name}.pem", sans))
         if fresh:
             cert, key = make_leaf(ca_cert, ca_key, common_name, sans=sans, usage=usage)
             _write_cert(directory / f"{name}.pem", cert)

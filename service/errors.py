@@ -14,7 +14,13 @@ class ConfigError(StartupError):
 
     exit_code = 2
 
-    def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"{setting}: {problem}")
+    def __init__(self, setting: str, problem: str, *more: tuple[str, str]) -> None:
+        # One line per problem: an operator fixes them all in one go, not one start-up at a time.
+        super().__init__("\n".join(f"{name}: {text}" for name, text in ((setting, problem), *more)))
         self.setting = setting
         self.problem = problem
+
+
+def lines(error: StartupError, program: str) -> str:
+    """The error as the entry points print it: one line per problem, each starting with ``program``."""
+    return "\n".join(f"{program}: {line}" for line in str(error).splitlines())

@@ -7,6 +7,7 @@ import atexit
 import contextvars
 import json as stdlib_json
 import logging
+import os
 import sys
 import time
 from collections import deque
@@ -87,8 +88,16 @@ class LoopFlushedLogger:
             self._write(piece)
 
     def _write(self, lines: list[bytes]) -> None:
-        self._file.write(b"".join(lines))
-        self._file.flush()
+        try:
+            self._file.write(b"".join(lines))
+            self._file.flush()
+        except BrokenPipeError:
+            # The reader is gone (make run | jq, after Ctrl-C): what is still logged goes nowhere,
+            # and Python's own flush at exit must not fail on the same pipe (the advice of Python's
+            # signal docs for SIGPIPE): the stream's descriptor now points at /dev/null.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._file.fileno())
+            os.close(devnull)
 
     # The method names structlog may call, as its own PrintLogger and BytesLogger have them.
     log = debug = info = warn = warning = msg

@@ -19,6 +19,9 @@ from .settings import Settings
 
 log = structlog.get_logger("hello.server")
 
+# A SIGTERM this soon after the first is the same request, delivered twice (see on_signal).
+SAME_SIGTERM_SECONDS = 0.5
+
 
 async def _until_first(*awaitables: Awaitable[object]) -> None:
     """Wait for whichever finishes first and cancel the rest."""
@@ -60,7 +63,8 @@ async def serve(
 
     Returns the process exit code. The app registers its services and runs its start-up first; its
     shutdown runs last, after the drain and the grace period. A second signal skips what is left of
-    the drain and the grace period and exits 1. With ``ready_fd`` this process is a worker: it
+    the drain and the grace period and exits 1 (a SIGTERM within half a second of the first SIGTERM
+    is the same one, forwarded by make). With ``ready_fd`` this process is a worker: it
     shares its ports with the other workers, leaves /metrics to its supervisor, and writes a byte
     to ``ready_fd`` once it serves.
     """
@@ -77,14 +81,21 @@ async def _serve(settings: Settings, registry: Registry, ready_fd: int | None) -
     metrics_port = None if metrics_http is None else int(metrics_http.server_port)
     loop = asyncio.get_running_loop()
     stopping, forced = asyncio.Event(), asyncio.Event()
+    first: list[tuple[signal.Signals, float]] = []
 
     def on_signal(signum: signal.Signals) -> None:
-        if stopping.is_set():
-            log.warning("second stop signal: stopping now", signal=signum.name)
-            forced.set()
-        else:
+        if not first:
+            first.append((signum, loop.time()))
             log.info("stop signal: shutting down", signal=signum.name)
             stopping.set()
+        elif signum is first[0][0] is signal.SIGTERM and loop.time() - first[0][1] < SAME_SIGTERM_SECONDS:
+            # make forwards the SIGTERM its process group already got (kill -TERM -PGID to make
+            # run), as a supervisor does to its workers: one request, not two. make never forwards
+            # Ctrl-C (SIGINT), and no person sends two SIGTERMs within half a second.
+            log.debug("the same stop signal again: ignored", signal=signum.name)
+        else:
+            log.warning("second stop signal: stopping now", signal=signum.name)
+            forced.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
@@ -120,10 +131,15 @@ async def _serve(settings: Settings, registry: Registry, ready_fd: int | None) -
         # 3. Refuse new calls; in-flight calls get the grace period, or none after a second signal.
         grace = settings.shutdown_grace_seconds
         stopped = asyncio.gather(*(s.stop(grace) for s in built.servers))
+        # When the grace period is over grpc cancels what is still in flight: those calls are logged
+        # with what their callers get (UNAVAILABLE), not as cancelled by the caller.
+        grace_over = loop.call_later(grace, built.chain.stopping.begin)
         await asyncio.sleep(0)  # let stop() begin: from here on grpc refuses new calls
         log.info("refusing new calls", grace_seconds=grace)
         await _until_first(stopped, forced.wait())
+        grace_over.cancel()
         if forced.is_set():
+            built.chain.stopping.begin()
             await asyncio.gather(*(s.stop(None) for s in built.servers))
     finally:
         if orphan_watch is not None:

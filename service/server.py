@@ -44,6 +44,8 @@ class BuiltServer:
     metrics: ServerMetrics
     # What is served: the app's services, then health and reflection.
     registry: Registry
+    # The layers about every call; the runner tells it when the calls in flight are being cancelled.
+    chain: Chain
     # The plaintext health-only listener (None when HELLO_HEALTH_PORT=off).
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
@@ -113,7 +115,8 @@ async def build_server(
     layers = server_layers(settings, tls, metrics, tracer, methods=registry.methods(), public_services=public)
     # No grpc interceptors: the chain wraps each handler once, here, as it is registered.
     server = grpc.aio.server(options=server_options(settings, shared_port))
-    Chain(layers).serve(server, registry)
+    chain = Chain(layers)
+    chain.serve(server, registry)
     for service in ("", *app_services):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
@@ -139,6 +142,7 @@ async def build_server(
         tls=tls,
         metrics=metrics,
         registry=registry,
+        chain=chain,
         health_server=health_server_,
         health_port=health_port,
         tracer=tracer,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, Validati
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+from .setting_problems import RELATIVE, problems, unknown_variables
 
 ENV_PREFIX = "HELLO_"
 CLIENT_ENV_PREFIX = "HELLO_CLIENT__"
@@ -240,6 +242,23 @@ class ClientSettings(BaseSettings):
         """Whether the target may name several backends (dns:///..., or a list of addresses)."""
         return self.target.startswith("dns:") or "," in self.target
 
+    @field_validator("target")
+    @classmethod
+    def _host_and_port(cls, target: str) -> str:
+        # A plain target without a port, or with a malformed one, would only fail at the first call
+        # with the resolver's words; schemes (dns:///, ipv4:, unix:) are grpc's to check.
+        if target.startswith(("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "xds:")):
+            return target
+        host, _, port = target.rpartition(":")
+        bracketed = target.startswith("[")
+        if not host and port.isdigit():
+            raise ValueError(f"{target!r} has no host: write host:port, e.g. localhost:50051")
+        if (bracketed and "]:" not in target) or (not bracketed and (not host or ":" in host)):
+            raise ValueError(f"{target!r} has no port: write host:port, e.g. localhost:50051 or [::1]:50051")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{target!r}: the port must be a number from 1 to 65535")
+        return target
+
     @property
     def balanced(self) -> bool:
         """Whether the channel watches its backends' health (see ``watch_health``)."""
@@ -255,27 +274,52 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 def load(model: type[S], env_file: Path | None = None, **overrides: Any) -> S:
-    """Build ``model`` from the environment and ``env_file``; any problem becomes one ConfigError.
+    """Build ``model`` from the environment and ``env_file``; its problems become one ConfigError.
 
     Explicit ``overrides`` (command-line options) win over the environment, which wins over the file.
     """
     prefix = str(model.model_config.get("env_prefix", ""))
     if env_file is not None and not env_file.is_file():
-        raise ConfigError("--env-file/HELLO_ENV_FILE", f"no such file: {env_file}")
+        raise ConfigError("--env-file/HELLO_ENV_FILE", f"no such file: {env_file} ({RELATIVE})")
     try:
         return model(_env_file=env_file, **overrides)
     except ValidationError as exc:
-        raise _config_error(exc, prefix) from None
+        raise _config_error(exc, model, prefix) from None
 
 
-def _config_error(exc: ValidationError, prefix: str) -> ConfigError:
-    first = exc.errors()[0]
-    path = tuple(str(part) for part in first["loc"])
-    problem = first["msg"]
-    # Echo the offending value to help the operator, except anything that may be a secret.
-    if path and "token" not in path[-1] and isinstance(first.get("input"), str | int | float):
-        problem += f" (got {first['input']!r})"
-    more = len(exc.errors()) - 1
-    if more:
-        problem += f"; and {more} more problem{'s' if more > 1 else ''}"
-    return ConfigError(env_name(*path, prefix=prefix), problem)
+def _config_error(exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
+    found = problems(exc, model, lambda *path: env_name(*path, prefix=prefix))
+    return ConfigError(*found[0], *found[1:])
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _variables(model: type[BaseModel], prefix: str, *path: str) -> list[str]:
+    names = []
+    for field, info in model.model_fields.items():
+        if _is_model(info.annotation):
+            names += _variables(info.annotation, prefix, *path, field)  # type: ignore[arg-type]
+        else:
+            names.append(env_name(*path, field, prefix=prefix))
+    return names
+
+
+# Every HELLO_* variable some program here reads: the two models' fields, and what the entry points read.
+KNOWN_VARIABLES = (
+    *_variables(Settings, ENV_PREFIX),
+    *_variables(ClientSettings, CLIENT_ENV_PREFIX),
+    "HELLO_ENV_FILE",
+    "HELLO_WORKER_READY_FD",
+)
+
+
+def unknown_variable_warnings(environ: Mapping[str, str], env_file: Path | None) -> list[str]:
+    """A warning per HELLO_* variable (in ``environ`` or ``env_file``) that no setting reads: likely a typo."""
+    from dotenv import dotenv_values
+
+    in_file = dotenv_values(env_file) if env_file is not None and env_file.is_file() else {}
+    # The nested models refuse a misspelled field themselves (extra="forbid"), with an error.
+    nested = {env_name(field) + "__" for field, info in Settings.model_fields.items() if _is_model(info.annotation)}
+    return unknown_variables([*environ, *in_file], KNOWN_VARIABLES, ENV_PREFIX, refused=nested)

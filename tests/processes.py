@@ -48,9 +48,18 @@ def pki_env(pki: Any, *, mtls: bool = False, **settings: object) -> dict[str, st
 class ServerProcess:
     """A server in a child process; its stdout JSON lines are collected by a reader thread."""
 
-    def __init__(self, command: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+    def __init__(
+        self, command: list[str], env: dict[str, str], cwd: Path | None = None, *, new_session: bool = False
+    ) -> None:
+        # new_session: a process group of its own, to be signalled as a terminal or a shell would.
         self.proc = subprocess.Popen(
-            command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=new_session,
         )
         self.events: list[dict[str, Any]] = []
         self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()

@@ -100,12 +100,9 @@ async def test_client_ca_bundle_rotation_accepts_old_and_new_during_the_change(
     bundle = tmp_path / "client-ca.pem"
     shutil.copy(pki.ca, bundle)
     tls = {"cert_file": pki.server, "key_file": pki.server_key, "client_ca_file": bundle, "reload_seconds": 0}
-    old_client = client_settings(pki, 0, cert_file=pki.client, key_file=pki.client_key)
-    new_client = client_settings(pki, 0, cert_file=other_pki.client, key_file=other_pki.client_key)
     async with running(server_settings(pki, tls=tls)) as built:
-        old_client, new_client = (
-            c.model_copy(update={"target": f"127.0.0.1:{built.port}"}) for c in (old_client, new_client)
-        )
+        old_client = client_settings(pki, built.port, cert_file=pki.client, key_file=pki.client_key)
+        new_client = client_settings(pki, built.port, cert_file=other_pki.client, key_file=other_pki.client_key)
         async with create_channel(new_client) as channel:
             with pytest.raises(grpc.aio.AioRpcError):
                 await say_hello(channel, "too early")

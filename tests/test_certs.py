@@ -21,9 +21,11 @@ SECRETS = ["ca-key.pem", "server-key.pem", "client-key.pem", "token"]
 
 
 def hello_certs(*args: str | Path) -> str:
+    """Run hello-certs; return what it says (on stderr: its stdout stays empty, for pipes)."""
     result = run([str(BIN / "hello-certs"), *map(str, args)], clean_env(), 60)
     assert result.returncode == 0, result.stderr
-    return result.stdout
+    assert result.stdout == ""
+    return result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -97,17 +99,32 @@ def test_token_file_is_valid_for_the_server(made: Path) -> None:
     assert len(token) >= MIN_TOKEN_LENGTH
 
 
+def _dns_names(directory: Path) -> list[str]:
+    sans = _cert(directory, "server.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return list(sans.get_values_for_type(x509.DNSName))
+
+
 def test_existing_files_are_kept_unless_forced(tmp_path: Path) -> None:
     hello_certs("--dir", tmp_path)
     before = {name: (tmp_path / name).read_bytes() for name in FILES}
-    out = hello_certs("--dir", tmp_path, "--san", "new.example")
+    assert "kept  " in hello_certs("--dir", tmp_path, "--san", "localhost")
     assert {name: (tmp_path / name).read_bytes() for name in FILES} == before
-    assert "use --force" in out
     hello_certs("--dir", tmp_path, "--force", "--san", "new.example")
     after = {name: (tmp_path / name).read_bytes() for name in FILES}
     assert all(after[name] != before[name] for name in FILES)
-    sans = _cert(tmp_path, "server.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert "new.example" in sans.get_values_for_type(x509.DNSName)
+    assert "new.example" in _dns_names(tmp_path)
+
+
+def test_a_name_asked_for_reissues_only_the_server_certificate(tmp_path: Path) -> None:
+    hello_certs("--dir", tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in FILES}
+    said = hello_certs("--dir", tmp_path, "--san", "new.example")
+    after = {name: (tmp_path / name).read_bytes() for name in FILES}
+    changed = sorted(name for name in FILES if after[name] != before[name])
+    assert changed == ["server-key.pem", "server.pem"]
+    assert f"wrote {tmp_path / 'server.pem'}" in said
+    assert "new.example" in _dns_names(tmp_path)
+    _cert(tmp_path, "server.pem").verify_directly_issued_by(_cert(tmp_path, "ca.pem"))
 
 
 def test_missing_leaf_is_reissued_by_the_existing_ca(tmp_path: Path) -> None:

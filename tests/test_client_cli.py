@@ -82,13 +82,15 @@ async def test_no_token(server: BuiltServer, pki: Pki) -> None:
     code, _, err = await hello_client("--target", f"localhost:{server.port}", "--ca", pki.ca, "say", "x")
     assert code == 1
     assert "missing credentials" in _failure(err)
+    assert _failure(err).endswith(": pass --token-file FILE (or HELLO_CLIENT__TOKEN_FILE) (UNAUTHENTICATED)")
 
 
 async def test_untrusted_server_certificate(server: BuiltServer, pki: Pki, other_pki: Pki) -> None:
     code, _, err = await hello_client(*_args(pki, server.port, "--ca", other_pki.ca), "say", "x")
     assert code == 1
     assert _failure(err) == (
-        f"hello-client: 127.0.0.1:{server.port}: TLS handshake failed: certificate not trusted (UNAVAILABLE)"
+        f"hello-client: 127.0.0.1:{server.port}: TLS handshake failed: certificate not trusted: "
+        "pass the CA that signed it with --ca (UNAVAILABLE)"
     )
 
 
@@ -106,7 +108,43 @@ async def test_certificate_for_another_host(pki: Pki) -> None:
 async def test_mtls_without_client_certificate(mtls_server: BuiltServer, pki: Pki) -> None:
     code, _, err = await hello_client(*_args(pki, mtls_server.port), "say", "x")
     assert code == 1
-    assert "(UNAVAILABLE)" in _failure(err)
+    assert _failure(err) == (
+        f"hello-client: 127.0.0.1:{mtls_server.port}: TLS handshake failed: "
+        "the server requires a client certificate: pass --cert and --key (UNAVAILABLE)"
+    )
+
+
+async def test_mtls_with_a_certificate_from_another_ca(mtls_server: BuiltServer, pki: Pki, other_pki: Pki) -> None:
+    args = _args(pki, mtls_server.port, "--cert", other_pki.client, "--key", other_pki.client_key)
+    code, _, err = await hello_client(*args, "say", "x")
+    assert code == 1
+    assert _failure(err) == (
+        f"hello-client: 127.0.0.1:{mtls_server.port}: TLS handshake failed: "
+        "the server refused the client certificate: it must be signed by the server's client CA, "
+        "unexpired, and for client use (UNAVAILABLE)"
+    )
+
+
+async def test_plaintext_to_the_tls_port(server: BuiltServer) -> None:
+    code, _, err = await hello_client("--plaintext", "--target", f"127.0.0.1:{server.port}", "health")
+    assert code == 1
+    assert (
+        _failure(err) == f"hello-client: 127.0.0.1:{server.port}: this port speaks TLS: drop --plaintext (UNAVAILABLE)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        ("localhost", "'localhost' has no port: write host:port, e.g. localhost:50051 or [::1]:50051"),
+        ("::1", "'::1' has no port: write host:port, e.g. localhost:50051 or [::1]:50051"),
+        ("localhost:http", "'localhost:http': the port must be a number from 1 to 65535"),
+        ("localhost:70000", "'localhost:70000': the port must be a number from 1 to 65535"),
+    ],
+)
+async def test_a_target_without_a_good_port_is_a_usage_error(target: str, problem: str) -> None:
+    code, _, err = await hello_client("--target", target, "say", "x")
+    assert (code, _one_line(err)) == (2, f"hello-client: HELLO_CLIENT__TARGET: {problem}")
 
 
 async def test_mtls_with_client_certificate(mtls_server: BuiltServer, pki: Pki) -> None:

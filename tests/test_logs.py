@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,9 @@ import structlog
 
 from service.logs import LoopFlushedLogger, configure_logging, json_line, utc_timestamper
 from service.settings import LogSettings
+
+from .conftest import Pki
+from .processes import BIN, pki_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -192,3 +196,24 @@ async def test_stdlib_records_keep_their_place_among_our_lines() -> None:
     events = [json.loads(line) for line in raw.getvalue().decode().splitlines()]
     assert [e["event"] for e in events] == ["first", "second", "third"]
     assert (events[1]["logger"], events[1]["level"]) == ("grpc._server", "warning")
+
+
+def test_a_reader_that_goes_away_costs_no_traceback(pki: Pki) -> None:
+    # make run | jq, then Ctrl-C: jq is gone before the server logs its stop.
+    server = subprocess.Popen(
+        [str(BIN / "hello-server")], env=pki_env(pki), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert server.stdout is not None
+    try:
+        for line in server.stdout:
+            if json.loads(line)["event"] == "serving":
+                break
+        server.stdout.close()
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0
+    assert b"Traceback" not in stderr
+    assert b"BrokenPipeError" not in stderr

@@ -24,7 +24,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_reflection.v1alpha import reflection_pb2
 
-from service.client import check_health, create_channel
+from service.client import check_health, create_channel, say_hello
 from service.registry import Registry
 from service.server import build_server
 
@@ -435,3 +435,25 @@ async def test_public_reflection_opens_v1_as_well_as_v1alpha(pki: Pki) -> None:
         async with tokenless_channel(pki, built.port) as channel:
             listed = await _reflect(channel, list_services="")
     assert "rpc_package.HelloWorldService" in {s.name for s in listed.list_services_response.service}
+
+
+@pytest.mark.parametrize(("attribute", "greeting"), [("register", "Hi"), ("app", "Hey")])
+async def test_the_readmes_example_app_serves_as_it_says(
+    pki: Pki, tmp_path: Path, attribute: str, greeting: str
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("   ```python\n   # greeter/app.py") :].split("```")[1]
+    package = tmp_path / "greeter"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "app.py").write_text("\n".join(line.removeprefix("   ") for line in block.splitlines()[1:]))
+    env_file = tmp_path / "greeter.env"
+    env_file.write_text("GREETER_GREETING=Hey\n")
+    env = pki_env(pki, HELLO_APP=f"greeter.app:{attribute}", PYTHONPATH=tmp_path)
+    server = ServerProcess([str(BIN / "hello-server"), "--env-file", str(env_file)], env)
+    try:
+        port = server.serving_port()
+        async with create_channel(client_settings(pki, port)) as channel:
+            assert await say_hello(channel, "Ann") == f"{greeting}, Ann!"
+    finally:
+        server.stop()

@@ -79,8 +79,23 @@ async def test_second_signal_stops_at_once(start: StartServer, pki: Pki) -> None
         server.signal(signal.SIGINT)
         assert await asyncio.to_thread(server.wait, 20) == 1
         assert time.monotonic() - began < 20
-        with pytest.raises(grpc.aio.AioRpcError):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
             await call
+    # The access line records what the caller got, not what the cancelled handler would have sent.
+    [line] = [e for e in server.events if e["event"] == "rpc" and e["method"].endswith("/SayHello")]
+    assert (line["code"], line["level"]) == (error.value.code().name, "error")
+
+
+async def test_a_call_cut_off_by_the_grace_period_is_logged_as_its_caller_saw_it(start: StartServer, pki: Pki) -> None:
+    server = start(SLOW_SERVER, HELLO_SHUTDOWN_GRACE_SECONDS=1)
+    port = server.serving_port()
+    async with create_channel(client_settings(pki, port, timeout=60)) as channel:
+        call = await _sigterm_during_slow_call(server, channel, "60")
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await call
+    assert await asyncio.to_thread(server.wait, 20) == 0
+    [line] = [e for e in server.events if e["event"] == "rpc" and e["method"].endswith("/SayHello")]
+    assert line["code"] == error.value.code().name
 
 
 async def test_drain_keeps_serving_while_health_says_not_serving(start: StartServer, pki: Pki) -> None:
@@ -93,8 +108,9 @@ async def test_drain_keeps_serving_while_health_says_not_serving(start: StartSer
         assert await check_health(channel) == "NOT_SERVING"
         assert await check_health(channel, "rpc_package.HelloWorldService") == "NOT_SERVING"
         assert await say_hello(channel, "during drain") == "Hello, during drain!"
-        # The drain is long; a second signal cuts it short.
-        server.signal(signal.SIGTERM)
+        # The drain is long; a second signal cuts it short (a SIGTERM within half a second of the
+        # first would count as the same one: make forwards its process group's).
+        server.signal(signal.SIGINT)
         assert await asyncio.to_thread(server.wait, 20) == 1
 
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from service.certs import make_ca, make_leaf
 
 from .conftest import Pki
-from .processes import BIN, pki_env, run
+from .processes import BIN, ServerProcess, clean_env, pki_env, run
 
 
 def _start(env: dict[str, str], *args: str) -> tuple[int, str]:
@@ -49,17 +49,17 @@ def _write_cert_pair(directory: Path, days: int, start: dt.datetime) -> tuple[Pa
         ),
         (
             {"HELLO_TLS__CERT_FILE": "/nonexistent/server.pem"},
-            ["HELLO_TLS__CERT_FILE", "does not point to a file"],
+            ["HELLO_TLS__CERT_FILE", "no such file: /nonexistent/server.pem"],
         ),
         ({"HELLO_TLS__KEY_FILE": ""}, ["HELLO_TLS__KEY_FILE", "is required"]),
         ({"HELLO_AUTH__TOKENS_FILE": ""}, ["HELLO_AUTH__TOKENS_FILE", "is required"]),
-        ({"HELLO_PORT": "not-a-port"}, ["HELLO_PORT", "valid integer", "'not-a-port'"]),
-        ({"HELLO_PORT": "70000"}, ["HELLO_PORT", "less than or equal to 65535"]),
-        ({"HELLO_INSECURE": "maybe"}, ["HELLO_INSECURE", "valid boolean"]),
-        ({"HELLO_LOG__LEVEL": "loud"}, ["HELLO_LOG__LEVEL"]),
+        ({"HELLO_PORT": "not-a-port"}, ["HELLO_PORT", "expected a whole number from 0 to 65535", "'not-a-port'"]),
+        ({"HELLO_PORT": "70000"}, ["HELLO_PORT", "'70000': expected a whole number from 0 to 65535"]),
+        ({"HELLO_INSECURE": "maybe"}, ["HELLO_INSECURE", "expected true or false"]),
+        ({"HELLO_LOG__LEVEL": "loud"}, ["HELLO_LOG__LEVEL", "one of debug, info, warning, error"]),
         (
             {"HELLO_SHUTDOWN_GRACE_SECONDS": "-1"},
-            ["HELLO_SHUTDOWN_GRACE_SECONDS", "greater than or equal to 0"],
+            ["HELLO_SHUTDOWN_GRACE_SECONDS", "expected a number at least 0"],
         ),
         (
             {
@@ -78,12 +78,19 @@ def _write_cert_pair(directory: Path, days: int, start: dt.datetime) -> tuple[Pa
             ["HELLO_TLS__CLIENT_CA_FILE", "holds no PEM certificate"],
         ),
         ({"HELLO_AUTH__MODE": "mtls"}, ["HELLO_AUTH__MODE", "mtls needs HELLO_TLS__CLIENT_CA_FILE"]),
-        ({"HELLO_AUTH__MODE": "password"}, ["HELLO_AUTH__MODE", "'token', 'mtls' or 'token+mtls'"]),
-        ({"HELLO_AUTH__RELOAD_SECONDS": "-5"}, ["HELLO_AUTH__RELOAD_SECONDS", "greater than or equal to 0"]),
+        ({"HELLO_AUTH__MODE": "password"}, ["HELLO_AUTH__MODE", "one of token, mtls, token+mtls"]),
+        ({"HELLO_AUTH__RELOAD_SECONDS": "-5"}, ["HELLO_AUTH__RELOAD_SECONDS", "at least 0"]),
         ({"HELLO_AUTH__POLICY_FILE": "{token_file}"}, ["HELLO_AUTH__POLICY_FILE", "not valid TOML"]),
-        ({"HELLO_MAX_MESSAGE_BYTES": "10"}, ["HELLO_MAX_MESSAGE_BYTES", "greater than or equal to 1024"]),
-        ({"HELLO_MAX_NAME_LENGTH": "0"}, ["HELLO_MAX_NAME_LENGTH", "greater than or equal to 1"]),
-        ({"HELLO_LOOP": "trio"}, ["HELLO_LOOP", "'auto', 'uvloop' or 'asyncio'"]),
+        ({"HELLO_MAX_MESSAGE_BYTES": "10"}, ["HELLO_MAX_MESSAGE_BYTES", "from 1024 to 67108864"]),
+        ({"HELLO_MAX_NAME_LENGTH": "0"}, ["HELLO_MAX_NAME_LENGTH", "from 1 to 65536"]),
+        ({"HELLO_HEALTH_PORT": "none"}, ["HELLO_HEALTH_PORT: 'none': expected a whole number from 0 to 65535, or off"]),
+        ({"HELLO_WORKERS": "two"}, ["HELLO_WORKERS: 'two': expected a whole number from 1 to 64, or auto"]),
+        ({"HELLO_LOG__LEVELL": "debug"}, ["HELLO_LOG__LEVELL: not a setting; did you mean HELLO_LOG__LEVEL?"]),
+        (
+            {"HELLO_AUTH__POLICY_FILE": "config/nope.toml"},
+            ["HELLO_AUTH__POLICY_FILE: no such file: config/nope.toml", "resolved against the working directory"],
+        ),
+        ({"HELLO_LOOP": "trio"}, ["HELLO_LOOP", "one of auto, uvloop, asyncio"]),
     ],
     ids=[
         "no-tls",
@@ -106,6 +113,10 @@ def _write_cert_pair(directory: Path, days: int, start: dt.datetime) -> tuple[Pa
         "policy-not-toml",
         "message-limit-too-small",
         "name-limit-zero",
+        "health-port-none",
+        "workers-two",
+        "nested-setting-misspelled",
+        "relative-path",
         "unknown-loop",
     ],
 )
@@ -179,3 +190,44 @@ def test_port_in_use(pki: Pki, busy_port: int) -> None:
     code, stderr = _start(pki_env(pki, HELLO_PORT=busy_port))
     _assert_one_line(stderr, "HELLO_PORT", f"cannot listen on 127.0.0.1:{busy_port}", "Address already in use")
     assert code == 1
+
+
+def test_every_problem_is_a_line_of_its_own(pki: Pki) -> None:
+    env = pki_env(pki, HELLO_HEALTH_PORT="none", HELLO_WORKERS="two", HELLO_LOG__FORMAT="xml")
+    code, stderr = _start(env)
+    assert code == 2
+    assert sorted(stderr.splitlines()) == [
+        "hello-server: HELLO_HEALTH_PORT: 'none': expected a whole number from 0 to 65535, or off",
+        "hello-server: HELLO_LOG__FORMAT: 'xml': expected one of json, console",
+        "hello-server: HELLO_WORKERS: 'two': expected a whole number from 1 to 64, or auto",
+    ]
+
+
+def test_a_misspelled_variable_is_named_with_the_closest_setting(pki: Pki, tmp_path: Path) -> None:
+    env_file = tmp_path / "server.env"
+    env_file.write_text("HELLO_LOG_LEVEL=debug\n")
+    # HELLO_APP is a setting (uvicorn-style app string); HELLO_PROT is a typo of HELLO_PORT.
+    env = pki_env(pki, HELLO_PROT="50052", HELLO_APP="service.hello:register", HELLO_CLIENT__TARGT="x:1")
+    server = ServerProcess([str(BIN / "hello-server"), "--env-file", str(env_file)], env)
+    try:
+        server.serving_port()
+    finally:
+        server.stop()
+    warnings = sorted(e["event"] for e in server.events if e.get("level") == "warning")
+    assert warnings == [
+        "HELLO_CLIENT__TARGT is not a setting and is ignored; did you mean HELLO_CLIENT__TARGET?",
+        "HELLO_LOG_LEVEL is not a setting and is ignored; did you mean HELLO_LOG__LEVEL?",
+        "HELLO_PROT is not a setting and is ignored; did you mean HELLO_PORT?",
+    ]
+
+
+def test_the_client_names_its_settings_the_same_way(pki: Pki) -> None:
+    env = clean_env(HELLO_CLIENT__TIMEOUT="soon", HELLO_CLIENT__PLAINTEXT="sometimes", HELLO_CLIENT__TARGT="x:1")
+    result = run([str(BIN / "hello-client"), "health"], env, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "hello-client: warning: HELLO_CLIENT__TARGT is not a setting and is ignored; "
+        "did you mean HELLO_CLIENT__TARGET?",
+        "hello-client: HELLO_CLIENT__TIMEOUT: 'soon': expected a number more than 0",
+        "hello-client: HELLO_CLIENT__PLAINTEXT: 'sometimes': expected true or false",
+    ]

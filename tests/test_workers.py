@@ -123,7 +123,7 @@ def test_port_in_use_is_one_line(pki: Pki) -> None:
     ("settings", "line", "code"),
     [
         ({"HELLO_PORT": 0}, "hello-server: HELLO_PORT: several workers (HELLO_WORKERS) need a fixed port, not 0", 2),
-        ({"HELLO_AUTH__TOKENS_FILE": "/nonexistent"}, "hello-server: HELLO_AUTH__TOKENS_FILE: Path does not point", 2),
+        ({"HELLO_AUTH__TOKENS_FILE": "/nonexistent"}, "hello-server: HELLO_AUTH__TOKENS_FILE: no such file", 2),
         ({"HELLO_TLS__KEY_FILE": "{client_key}"}, "hello-server: HELLO_TLS__KEY_FILE:", 2),
     ],
     ids=["port-0", "no-tokens-file", "key-mismatch"],

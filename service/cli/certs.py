@@ -30,10 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"hello-certs: {exc}", file=sys.stderr)
         return 1
+    # What was written goes to stderr: stdout is left to what a caller pipes (make run | jq).
     for item in written:
-        print(f"{'wrote' if item.written else 'kept '} {item.path}")
-    if not all(item.written for item in written) and sans:
-        print("hello-certs: existing certificates kept; use --force (make certs FORCE=1) to apply new SANs")
+        print(f"{'wrote' if item.written else 'kept '} {item.path}", file=sys.stderr)
+    if sans and not all(item.written for item in written):
+        print(
+            "hello-certs: kept what exists; the server certificate carries every name asked for "
+            "(--force, make certs FORCE=1, replaces everything)",
+            file=sys.stderr,
+        )
     return 0
 
 

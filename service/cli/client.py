@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import StartupError
-from ..settings import ClientSettings, load
+from ..errors import StartupError, lines
+from ..settings import ClientSettings, load, unknown_variable_warnings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,8 +56,14 @@ _TLS_PROBLEMS = (
         "Hostname Verification Check failed",
         "TLS handshake failed: the server's certificate is not for this host",
     ),
-    ("CERTIFICATE_VERIFY_FAILED", "TLS handshake failed: certificate not trusted"),
-    ("certificate verify failed", "TLS handshake failed: certificate not trusted"),
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "TLS handshake failed: certificate not trusted: pass the CA that signed it with --ca",
+    ),
+    (
+        "certificate verify failed",
+        "TLS handshake failed: certificate not trusted: pass the CA that signed it with --ca",
+    ),
     ("CERTIFICATE_REQUIRED", "TLS handshake failed: the server requires a client certificate"),
     ("certificate required", "TLS handshake failed: the server requires a client certificate"),
     ("UNKNOWN_CA", "TLS handshake failed: the server does not trust the client certificate"),
@@ -69,11 +75,14 @@ _TLS_PROBLEMS = (
 )
 
 
-def describe(error: Any, target: str) -> str:
-    """What went wrong (at ``target``), in words, then the status code."""
+def describe(error: Any, settings: ClientSettings) -> str:
+    """What went wrong (at the settings' target) and what to do about it, in words, then the status code."""
     code = error.code()
     details = error.details() or ""
     name = code.name if code is not None else "UNKNOWN"
+    target = settings.target
+    if name == "UNAUTHENTICATED" and settings.token is None and settings.token_file is None and not settings.plaintext:
+        return f"the server wants a token: {details}: pass --token-file FILE (or HELLO_CLIENT__TOKEN_FILE) ({name})"
     if name == "UNAUTHENTICATED":
         return f"server rejected the token: {details} ({name})"
     if name == "DEADLINE_EXCEEDED":
@@ -82,6 +91,10 @@ def describe(error: Any, target: str) -> str:
         for needle, sentence in _TLS_PROBLEMS:
             if needle in details:
                 return f"{target}: {sentence} ({name})"
+        # grpc says only "Socket closed": ask the server ourselves, with a TLS handshake of our own.
+        found = _probe(settings)
+        if found is not None:
+            return f"{target}: {found} ({name})"
     first_line = details.splitlines()[0] if details else "no details"
     fields, retry = _understood(error)
     if fields:
@@ -102,6 +115,18 @@ def _understood(error: Any) -> tuple[str, str]:
         elif isinstance(detail, error_details_pb2.RetryInfo):
             retry = f"; retry after {detail.retry_delay.ToMilliseconds()} ms"
     return "; ".join(fields), retry
+
+
+def _probe(settings: ClientSettings) -> str | None:
+    from ..tls_probe import host_and_port, speaks_tls, why_tls_failed
+
+    address = host_and_port(settings.target)
+    if address is None:
+        return None
+    if settings.plaintext:
+        return "this port speaks TLS: drop --plaintext" if speaks_tls(*address) else None
+    why = why_tls_failed(*address, settings.cert_file, settings.key_file)
+    return None if why is None else f"TLS handshake failed: {why}"
 
 
 async def _stdin_lines() -> AsyncIterator[str]:
@@ -142,7 +167,8 @@ async def _run(args: argparse.Namespace, settings: ClientSettings) -> int:
         async with create_channel(settings, watch_health=args.command != "health") as channel:
             return await _call(args, channel, settings.timeout, request_id)
     except grpc.aio.AioRpcError as error:
-        print(f"hello-client: {describe(error, settings.target)} [request id {request_id}]", file=sys.stderr)
+        said = await asyncio.to_thread(describe, error, settings)
+        print(f"hello-client: {said} [request id {request_id}]", file=sys.stderr)
         return 1
 
 
@@ -166,10 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         if (value := getattr(args, field)) is not None
     }
     try:
+        for warning in unknown_variable_warnings(os.environ, args.env_file):
+            print(f"hello-client: warning: {warning}", file=sys.stderr)
         settings = load(ClientSettings, args.env_file, **overrides)
         return asyncio.run(_run(args, settings))
     except StartupError as exc:
-        print(f"hello-client: {exc}", file=sys.stderr)
+        print(lines(exc, "hello-client"), file=sys.stderr)
         return exc.exit_code
 
 

@@ -11,8 +11,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, StartupError
-from ..settings import Settings, load
+import structlog
+
+from ..errors import ConfigError, StartupError, lines
+from ..settings import Settings, load, unknown_variable_warnings
 from ..workers import READY_FD, supervise
 
 
@@ -59,12 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     # grpc's C core writes its own lines to stderr, which would break the one-line errors and
     # the JSON log stream; it reads this once, when grpc is first imported (below).
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    warned = False
     try:
         overrides = {"app": args.app} if args.app else {}
         settings = load(Settings, args.env_file, **overrides)
         from ..logs import configure_logging
 
         configure_logging(settings.log, trace_context=settings.tracing.enabled)
+        log = structlog.get_logger("hello.server")
+        for warning in unknown_variable_warnings(os.environ, args.env_file):
+            log.warning(warning)
+        warned = True
         ready_fd = os.environ.pop(READY_FD, None)
         if ready_fd is None:
             count = settings.worker_count(os.cpu_count() or 1)
@@ -83,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         worker_fd = None if ready_fd is None else int(ready_fd)
         return run(serve(settings, app=app, env_file=args.env_file, ready_fd=worker_fd), settings.loop)
     except StartupError as exc:
-        print(f"hello-server: {exc}", file=sys.stderr)
+        if isinstance(exc, ConfigError) and not warned:
+            # A misspelled variable is a likely cause of a configuration error: say so beside it.
+            for warning in unknown_variable_warnings(os.environ, args.env_file):
+                print(f"hello-server: warning: {warning}", file=sys.stderr)
+        print(lines(exc, "hello-server"), file=sys.stderr)
         return exc.exit_code
 
 

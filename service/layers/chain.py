@@ -32,11 +32,23 @@ def _status(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc
     return code if isinstance(code, grpc.StatusCode) else _BY_VALUE.get(code, UNKNOWN)
 
 
+class Stopping:
+    """Whether the server is cancelling the calls in flight (a forced stop, or the grace period is over)."""
+
+    def __init__(self) -> None:
+        self.now = False
+
+    def begin(self) -> None:
+        """From now on a cancelled call was cancelled by the server."""
+        self.now = True
+
+
 class _Plan:
     """The hooks of one method, in the order they run."""
 
-    def __init__(self, method: Method, hooks: Sequence[Hooks]) -> None:
+    def __init__(self, method: Method, hooks: Sequence[Hooks], stopping: Stopping) -> None:
         self.name = method.name
+        self.stopping = stopping
         self.layers = len(hooks)
         # (position, hook) of the layers that have one; exits innermost first.
         self.enters = tuple((i, h.enter) for i, h in enumerate(hooks) if h.enter is not None)
@@ -83,10 +95,15 @@ class _Plan:
         elif isinstance(error, grpc.aio.AbortError):
             call.code = _status(context, UNKNOWN)
         elif isinstance(error, (asyncio.CancelledError, GeneratorExit)):
-            # grpc cancels the handler both when the caller cancels and when the deadline passes.
+            # The caller cancelled, its deadline passed, or the server is stopping and cancels its
+            # calls (the caller gets UNAVAILABLE: the connection goes): the access line says what it got.
             remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0
-            call.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            if self.stopping.now:
+                call.code = grpc.StatusCode.UNAVAILABLE
+            elif remaining is not None and remaining <= 0:
+                call.code = grpc.StatusCode.DEADLINE_EXCEEDED
+            else:
+                call.code = grpc.StatusCode.CANCELLED
         elif isinstance(error, Exception):
             code = _status(context, OK)
             if code is not OK:
@@ -208,6 +225,7 @@ class Chain:
 
     def __init__(self, layers: Iterable[Layer]) -> None:
         self._layers = tuple(layers)
+        self.stopping = Stopping()
         self._wrapped: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self._unknown = grpc.unary_unary_rpc_method_handler(_unimplemented)
 
@@ -215,7 +233,7 @@ class Chain:
         """``handler`` of the method ``name`` ("/pkg.Service/Method") with every layer's hooks about each call."""
         method = Method(name, known, handler)
         hooks = [h for layer in self._layers if (h := layer.hooks(method)) is not None]
-        return _wrap(_Plan(method, hooks), handler)
+        return _wrap(_Plan(method, hooks, self.stopping), handler)
 
     def serve(self, server: grpc.aio.Server, registry: Registry) -> None:
         """Serve every handler ``registry`` holds on ``server``, each wrapped with the layers' hooks.
