@@ -15,12 +15,15 @@ class Buckets:
         self, rate: float, burst: float, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._rate, self._burst, self._max_keys, self._clock = rate, burst, max_keys, clock
-        # key -> (tokens, when). Read by the auth layer on every call, as an attribute: a property
-        # or __len__ would cost a Python call, and the dict is empty until somebody takes a token.
-        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # key -> (tokens, when); empty until somebody takes a token.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """How many keys have a bucket: none until a first token is taken."""
+        return len(self._buckets)
 
     def _level(self, key: str, now: float) -> float:
-        tokens, when = self.buckets.get(key, (self._burst, now))
+        tokens, when = self._buckets.get(key, (self._burst, now))
         return min(self._burst, tokens + (now - when) * self._rate)
 
     def take(self, key: str) -> float:
@@ -39,7 +42,7 @@ class Buckets:
         return 0.0 if tokens >= 1 else (1 - tokens) / self._rate
 
     def _store(self, key: str, tokens: float, now: float) -> None:
-        self.buckets[key] = (tokens, now)
-        self.buckets.move_to_end(key)
-        if len(self.buckets) > self._max_keys:
-            self.buckets.popitem(last=False)
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        if len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)

