@@ -108,6 +108,7 @@ async def build_server(
     app_services = registry.services
     health_servicer = health.aio.HealthServicer()
     _stack_services(registry, health_servicer)
+    metrics.precreate(registry)
     # Health answers probes and load balancers that hold no credentials.
     public = (health.SERVICE_NAME, *(REFLECTION_SERVICES if settings.auth.public_reflection else ()))
     layers = server_layers(settings, tls, metrics, tracer, methods=registry.methods(), public_services=public)

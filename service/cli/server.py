@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, StartupError
+from ..metrics_http import no_created_series
 from ..settings import Settings, load
 from ..workers import READY_FD, supervise
 
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..logs import configure_logging
 
         configure_logging(settings.log, trace_context=settings.tracing.enabled)
+        no_created_series()
         ready_fd = os.environ.pop(READY_FD, None)
         if ready_fd is None:
             count = settings.worker_count(os.cpu_count() or 1)
