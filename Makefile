@@ -97,7 +97,8 @@ fmt: $(BIN)/.installed ## Format and auto-fix with ruff
 
 lock: $(BIN)/.installed ## Re-resolve requirements*.lock from pyproject.toml
 	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements.lock pyproject.toml
-	$(BIN)/pip-compile $(LOCK_FLAGS) --extra dev -o requirements-dev.lock pyproject.toml
+	$(BIN)/pip-compile $(LOCK_FLAGS) --extra tracing -o requirements-tracing.lock pyproject.toml
+	$(BIN)/pip-compile $(LOCK_FLAGS) --extra dev --extra tracing -o requirements-dev.lock pyproject.toml
 	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements-build.lock requirements-build.in
 	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements-deploy.lock requirements-deploy.in
 

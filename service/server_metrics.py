@@ -58,7 +58,7 @@ _KINDS = {
 }
 
 
-def grpc_type(handler: grpc.RpcMethodHandler) -> str:
+def grpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
     """unary, client_stream, server_stream or bidi_stream, as go-grpc-prometheus names them."""
     return _KINDS[(bool(handler.request_streaming), bool(handler.response_streaming))]
 
