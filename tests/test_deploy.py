@@ -151,3 +151,67 @@ def test_dockerfile_matches_the_deployment(rendered: dict[str, Path]) -> None:
     for line in dockerfile.splitlines():
         if line.startswith("FROM "):
             assert re.search(r"@sha256:[0-9a-f]{64}", line), line
+
+
+RECOMMENDED = {"name", "instance", "version", "component", "part-of", "managed-by"}
+# What a selector may hold: labels that stay the same from one release to the next.
+STABLE = {"app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/component"}
+
+
+def _selectors(doc: dict[str, Any]) -> list[dict[str, str]]:
+    """Every label selector in ``doc``: a workload's, a Service's, a PDB's, a NetworkPolicy's, spread constraints'."""
+    spec = doc.get("spec", {})
+    found = []
+    if doc["kind"] == "Service":
+        found.append(spec.get("selector", {}))
+    for key in ("selector", "podSelector"):
+        if isinstance(spec.get(key), dict) and "matchLabels" in spec[key]:
+            found.append(spec[key]["matchLabels"])
+    for constraint in spec.get("template", {}).get("spec", {}).get("topologySpreadConstraints", []):
+        found.append(constraint["labelSelector"]["matchLabels"])
+    return found
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_object_has_the_recommended_labels_and_selectors_only_stable_ones(
+    rendered: dict[str, Path], variant: str
+) -> None:
+    from service import __version__
+
+    docs = objects(rendered[variant])
+    for key, doc in docs.items():
+        labels = doc["metadata"].get("labels", {})
+        assert {k.removeprefix("app.kubernetes.io/") for k in labels if k.startswith("app.kubernetes.io/")} == (
+            RECOMMENDED
+        ), key
+        assert labels["app.kubernetes.io/version"] == __version__, key
+        for selector in _selectors(doc):
+            assert selector, key
+            assert set(selector) <= STABLE, (key, selector)
+    template = docs["Deployment/hello"]["spec"]["template"]["metadata"]["labels"]
+    assert {k.removeprefix("app.kubernetes.io/") for k in template} == RECOMMENDED
+
+
+def test_grpc_ports_declare_tls_not_cleartext(rendered: dict[str, Path]) -> None:
+    # appProtocol says what the port speaks: the server terminates TLS, so HTTP/2 over TLS ("https"),
+    # never kubernetes.io/h2c (cleartext HTTP/2), which a mesh or gateway would speak to it.
+    docs = objects(rendered["base"])
+    for name in ("Service/hello", "Service/hello-headless"):
+        ports = {p["name"]: p.get("appProtocol") for p in docs[name]["spec"]["ports"]}
+        assert ports["grpc"] == "https", name
+    assert {p["name"]: p.get("appProtocol") for p in docs["Service/hello"]["spec"]["ports"]}["metrics"] == "http"
+
+
+def test_the_client_label_the_networkpolicy_admits_has_a_domain_prefix(rendered: dict[str, Path]) -> None:
+    policy = objects(rendered["base"])["NetworkPolicy/hello"]
+    keys = [
+        key
+        for rule in policy["spec"]["ingress"]
+        for peer in rule["from"]
+        for key in peer.get("podSelector", {}).get("matchLabels", {})
+    ]
+    assert keys
+    for key in keys:
+        prefix, _slash, name = key.partition("/")
+        assert name, key
+        assert "." in prefix, key
