@@ -35,7 +35,7 @@ $(BIN)/.installed: requirements-dev.lock pyproject.toml
 
 venv: $(BIN)/.installed ## Create .venv and install the locked dependencies and the project
 
-# Command-line tools from npm that the tests drive (buf), pinned by tools/package-lock.json.
+# Command-line tools from npm that the tests drive (buf; the CRD schemas of tools/validate-crds.mjs), pinned by tools/package-lock.json.
 $(BUF): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -58,7 +58,7 @@ $(DEPLOY_VENV)/.installed: requirements-deploy.lock
 
 deploy-tools: $(DEPLOY_VENV)/.installed ## Install the manifest and Dockerfile checkers
 
-deploy-check: system-tools $(DEPLOY_VENV)/.installed $(BIN)/.installed ## Render every overlay; validate, checkov and hadolint them
+deploy-check: system-tools $(DEPLOY_VENV)/.installed $(BIN)/.installed $(BUF) ## Render every overlay; validate (cert-manager's CRD too), checkov and hadolint them
 	$(BIN)/pytest -q tests/test_deploy.py
 
 # Namespace and Secrets for deploy/k8s from certs/ (make certs SANS=... first); prints the commands' result.

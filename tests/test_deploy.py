@@ -215,3 +215,65 @@ def test_the_client_label_the_networkpolicy_admits_has_a_domain_prefix(rendered:
         prefix, _slash, name = key.partition("/")
         assert name, key
         assert "." in prefix, key
+
+
+VALIDATE_CRDS = ROOT / "tools" / "validate-crds.mjs"
+# What cert-manager writes into a Certificate's Secret (ca.crt: with a CA or Vault issuer).
+CERT_MANAGER_KEYS = {"tls.crt", "tls.key", "ca.crt"}
+
+
+def _certificate(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    [certificate] = [doc for key, doc in docs.items() if key.startswith("Certificate/")]
+    return certificate
+
+
+def test_prods_certificate_matches_cert_managers_schema(rendered: dict[str, Path]) -> None:
+    result = run(["node", str(VALIDATE_CRDS), str(rendered["overlays/prod"])], clean_env(), 60)
+    assert (result.returncode, result.stdout) == (0, "1 Certificate(s) valid\n"), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        (("algorithm: ECDSA", "algorithm: DSA"), "privateKey/algorithm must be equal to one of the allowed values"),
+        (("  issuerRef:\n", "  issuer:\n"), "must have required property issuerRef"),
+    ],
+    ids=["unknown-algorithm", "no-issuer"],
+)
+def test_the_certificate_schema_check_can_fail(
+    rendered: dict[str, Path], tmp_path: Path, broken: tuple[str, str], problem: str
+) -> None:
+    text = rendered["overlays/prod"].read_text()
+    assert broken[0] in text
+    (tmp_path / "broken.yaml").write_text(text.replace(*broken))
+    result = run(["node", str(VALIDATE_CRDS), str(tmp_path / "broken.yaml")], clean_env(), 60)
+    assert result.returncode == 1
+    assert problem in result.stderr, result.stderr
+
+
+def test_the_certificate_writes_exactly_the_secret_the_deployment_mounts(rendered: dict[str, Path]) -> None:
+    docs = objects(rendered["overlays/prod"])
+    certificate = _certificate(docs)
+    deployment = docs["Deployment/hello"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in _container(docs)["volumeMounts"]}
+    assert certificate["spec"]["secretName"] == volumes["tls"]["secret"]["secretName"]
+    assert certificate["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    # Every TLS file the settings name is in that Secret's mount, under a key cert-manager writes.
+    env = _settings_env(docs)
+    tls_files = {Path(v) for k, v in env.items() if k.startswith("HELLO_TLS__") and k.endswith("_FILE")}
+    assert {mounts[str(path.parent)] for path in tls_files} == {"tls"}
+    assert {path.name for path in tls_files} == CERT_MANAGER_KEYS  # prod reads all three (mTLS: ca.crt)
+    # The names clients dial, for each Service that carries the gRPC port.
+    namespace = deployment["metadata"]["namespace"]
+    for key, doc in docs.items():
+        if doc["kind"] == "Service" and any(p["name"] == "grpc" for p in doc["spec"]["ports"]):
+            name = doc["metadata"]["name"]
+            assert {f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"} <= set(
+                certificate["spec"]["dnsNames"]
+            ), key
+    assert "server auth" in certificate["spec"]["usages"]
+
+
+def test_dev_has_no_certificate_it_uses_make_k8s_secrets(rendered: dict[str, Path]) -> None:
+    assert not [key for key in objects(rendered["overlays/dev"]) if key.startswith("Certificate/")]
