@@ -277,3 +277,66 @@ def test_the_certificate_writes_exactly_the_secret_the_deployment_mounts(rendere
 
 def test_dev_has_no_certificate_it_uses_make_k8s_secrets(rendered: dict[str, Path]) -> None:
     assert not [key for key in objects(rendered["overlays/dev"]) if key.startswith("Certificate/")]
+
+
+RENOVATE = ROOT / "renovate.json"
+# The pip-compile options Renovate's pip-compile manager accepts in a lock's header (its
+# allowedPipOptions); with any other it refuses the file. --output-file and --extra take "=value".
+RENOVATE_PIP_COMPILE_OPTIONS = {"--allow-unsafe", "--generate-hashes", "--no-emit-index-url", "--strip-extras"}
+
+
+def test_renovate_config_matches_renovates_schema() -> None:
+    result = run([str(TOOLS / "check-jsonschema"), "--builtin-schema", "vendor.renovate", str(RENOVATE)], clean_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda c: c["enabledManagers"].append("pip_compile"), "'pip_compile' is not one of"),
+        (lambda c: c["lockFileMaintenance"].update(enabled="weekly"), "'weekly' is not of type 'boolean'"),
+    ],
+    ids=["unknown-manager", "wrong-type"],
+)
+def test_the_renovate_schema_check_can_fail(tmp_path: Path, change: Any, problem: str) -> None:
+    config = json.loads(RENOVATE.read_text())
+    change(config)
+    (tmp_path / "renovate.json").write_text(json.dumps(config))
+    command = [str(TOOLS / "check-jsonschema"), "--builtin-schema", "vendor.renovate", str(tmp_path / "renovate.json")]
+    result = run(command, clean_env())
+    assert result.returncode == 1
+    assert problem in result.stdout + result.stderr
+
+
+def _renovate_pattern(pattern: str) -> re.Pattern[str]:
+    """A managerFilePatterns entry ("/regex/") as a Python pattern."""
+    match = re.fullmatch(r"/(.+)/", pattern)
+    assert match, pattern
+    return re.compile(match.group(1))
+
+
+def test_renovate_covers_the_base_image_digest_every_python_lock_and_the_npm_lock() -> None:
+    config = json.loads(RENOVATE.read_text())
+    assert {"dockerfile", "pip-compile", "npm"} <= set(config["enabledManagers"])
+    assert config["lockFileMaintenance"]["enabled"] is True
+    assert (ROOT / "tools" / "package-lock.json").exists()
+    patterns = [_renovate_pattern(p) for p in config["pip-compile"]["managerFilePatterns"]]
+    locks = sorted(ROOT.glob("requirements*.lock"))
+    assert len(locks) >= 4
+    for lock in locks:
+        assert any(p.search(lock.name) for p in patterns), lock.name
+        # Renovate re-runs the header's command: every option one it accepts, the sources there.
+        header = re.search(r"^#    (pip-compile .*)$", lock.read_text(), re.MULTILINE)
+        assert header, lock.name
+        _command, *arguments = header.group(1).split()
+        options = [a for a in arguments if a.startswith("-")]
+        sources = [a for a in arguments if not a.startswith("-")]
+        assert {o.split("=")[0] for o in options if "=" not in o} <= RENOVATE_PIP_COMPILE_OPTIONS, lock.name
+        assert {o.split("=")[0] for o in options if "=" in o} <= {"--output-file", "--extra"}, lock.name
+        assert f"--output-file={lock.name}" in options
+        assert sources
+        assert all((ROOT / source).exists() for source in sources), sources
+    # The base image: digest updates only (a new Python is a deliberate change), both FROM lines together.
+    [python_rule] = [r for r in config["packageRules"] if r.get("matchPackageNames") == ["python"]]
+    assert python_rule["enabled"] is False
+    assert "digest" not in python_rule["matchUpdateTypes"]
