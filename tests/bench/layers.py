@@ -43,10 +43,10 @@ class _Timed:
     """A layer whose hooks for METHOD add their time and count to ``totals[name][hook]``."""
 
     def __init__(self, layer: Any, name: str, totals: dict[str, dict[str, list[int]]]) -> None:
-        self.hooks, self._name, self._totals = layer, name, totals
+        self._layer, self._name, self._totals = layer, name, totals
 
     def hooks(self, method: Any) -> Any:
-        hooks = self.hooks.hooks(method)
+        hooks = self._layer.hooks(method)
         if hooks is None or method.name != METHOD:
             return hooks
         timed = {field: self._timer(field, getattr(hooks, field)) for field in TIMED if getattr(hooks, field)}
