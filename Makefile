@@ -17,6 +17,13 @@ FORCE_FLAG := $(if $(filter 1 y yes true on,$(FORCE_WORD)),--force)
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := service/generated/rpc_package/helloworld_pb2.py
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+# Renovate (renovate.json) refreshes each lock by re-running the command in its header, and refuses
+# --no-emit-find-links; the header names the command without it, which writes the same file on a
+# machine whose pip has no find-links (--no-emit-find-links keeps this machine's out of the lock).
+HEADER_FLAGS := --allow-unsafe --generate-hashes --no-emit-index-url --strip-extras
+# $(call compile,OUTPUT,SOURCE[,EXTRA FLAGS])
+compile = CUSTOM_COMPILE_COMMAND="pip-compile $(HEADER_FLAGS)$(if $(3), $(3)) --output-file=$(1) $(2)" \
+	$(BIN)/pip-compile $(LOCK_FLAGS) $(3) -o $(1) $(2)
 
 BUF := tools/node_modules/.bin/buf
 DEPLOY_VENV := .venv-deploy
@@ -39,7 +46,7 @@ $(BIN)/.installed: requirements-dev.lock pyproject.toml
 
 venv: $(BIN)/.installed ## Create .venv and install the locked dependencies and the project
 
-# Command-line tools from npm that the tests drive (buf), pinned by tools/package-lock.json.
+# Command-line tools from npm that the tests drive (buf; the CRD schemas of tools/validate-crds.mjs), pinned by tools/package-lock.json.
 $(BUF): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -62,7 +69,7 @@ $(DEPLOY_VENV)/.installed: requirements-deploy.lock
 
 deploy-tools: $(DEPLOY_VENV)/.installed ## Install the manifest and Dockerfile checkers
 
-deploy-check: system-tools $(DEPLOY_VENV)/.installed $(BIN)/.installed ## Render every overlay; validate, checkov and hadolint them
+deploy-check: system-tools $(DEPLOY_VENV)/.installed $(BIN)/.installed $(BUF) ## Render every overlay; validate (cert-manager's CRD too), checkov and hadolint them
 	$(BIN)/pytest -q tests/test_deploy.py
 
 # Namespace and Secrets for deploy/k8s from certs/ (make certs SANS=... first); prints the commands' result.
@@ -105,10 +112,11 @@ fmt: $(BIN)/.installed ## Format and auto-fix with ruff
 	$(BIN)/ruff check --fix service tests scripts
 
 lock: $(BIN)/.installed ## Re-resolve requirements*.lock from pyproject.toml
-	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements.lock pyproject.toml
-	$(BIN)/pip-compile $(LOCK_FLAGS) --extra dev -o requirements-dev.lock pyproject.toml
-	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements-build.lock requirements-build.in
-	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements-deploy.lock requirements-deploy.in
+	$(call compile,requirements.lock,pyproject.toml)
+	$(call compile,requirements-tracing.lock,pyproject.toml,--extra=tracing)
+	$(call compile,requirements-dev.lock,pyproject.toml,--extra=dev --extra=tracing)
+	$(call compile,requirements-build.lock,requirements-build.in)
+	$(call compile,requirements-deploy.lock,requirements-deploy.in)
 
 bench: system-tools $(GENERATED) ## Benchmark ours against a bare aio server and the seed's (QUICK=1: under a minute; INSTRUCTIONS=0: no callgrind guard; GRPCIO=a,b: on those grpcio releases)
 	$(BIN)/python -m tests.bench.bench $(if $(filter 1 yes true,$(QUICK)),--quick) $(if $(GRPCIO),--grpcio $(GRPCIO)) \

@@ -57,8 +57,16 @@ def bearer_authenticator(tokens: Callable[[], TokenStore]) -> Authenticate:
 
 
 def certificate_principal(auth_context: AuthContext) -> str | None:
-    """The verified client certificate's subject CN, else its first SAN; None without one."""
-    for key in ("x509_common_name", "x509_subject_alternative_name"):
+    """The verified client certificate's identity: its SPIFFE ID, else its first DNS SAN, else its CN; None without one.
+
+    RFC 6125 and SPIFFE put the SAN first and the CN last, so policies and logs name the caller as
+    a mesh does. An X509-SVID carries exactly one URI SAN; a certificate with several URIs is no
+    SVID, and neither it nor IP, email or other URI SANs name the caller here.
+    """
+    uris = auth_context.get("peer_uri") or ()
+    if len(uris) == 1 and uris[0].startswith(b"spiffe://"):
+        return uris[0].decode("utf-8", "replace")
+    for key in ("peer_dns", "x509_common_name"):
         values = auth_context.get(key)
         if values:
             return values[0].decode("utf-8", "replace")

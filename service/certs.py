@@ -30,6 +30,9 @@ class Written:
 
 
 def _san(name: str) -> x509.GeneralName:
+    # A URI (a SPIFFE ID: spiffe://trust-domain/path), an IP address, else a DNS name.
+    if "://" in name:
+        return x509.UniformResourceIdentifier(name)
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
@@ -60,6 +63,12 @@ def _write_secret(path: Path, data: bytes) -> None:
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def write_pair(cert_file: Path, key_file: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    """Write a certificate (PEM) and its key (PKCS#8 PEM, mode 0600)."""
+    _write_cert(cert_file, cert)
+    _write_key(key_file, key)
 
 
 def _builder(
@@ -173,8 +182,7 @@ def write_dev_pki(directory: Path, *, extra_sans: Iterable[str] = (), force: boo
     new_ca = not have("ca")
     if new_ca:
         ca_cert, ca_key = make_ca()
-        _write_cert(directory / "ca.pem", ca_cert)
-        _write_key(directory / "ca-key.pem", ca_key)
+        write_pair(directory / "ca.pem", directory / "ca-key.pem", ca_cert, ca_key)
     else:
         ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
         loaded = serialization.load_pem_private_key((directory / "ca-key.pem").read_bytes(), password=None)
@@ -193,8 +201,7 @@ def write_dev_pki(directory: Path, *, extra_sans: Iterable[str] = (), force: boo
         fresh = new_ca or not have(name) or bool(missing_names(directory / f"{name}.pem", sans))
         if fresh:
             cert, key = make_leaf(ca_cert, ca_key, common_name, sans=sans, usage=usage)
-            _write_cert(directory / f"{name}.pem", cert)
-            _write_key(directory / f"{name}-key.pem", key)
+            write_pair(directory / f"{name}.pem", directory / f"{name}-key.pem", cert, key)
         result += [Written(directory / f"{name}.pem", fresh), Written(directory / f"{name}-key.pem", fresh)]
 
     token_path = directory / "token"

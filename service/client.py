@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from .credentials import channel_credentials
 from .generated.rpc_package import helloworld_pb2 as pb
@@ -147,7 +147,8 @@ async def create_channel(
         yield channel
 
 
-def _stub(channel: grpc.aio.Channel) -> helloworld_pb2_grpc.HelloWorldServiceStub:
+def _stub(channel: grpc.aio.Channel) -> helloworld_pb2_grpc.HelloWorldServiceAsyncStub:
+    # Given an aio channel, the stub's methods are grpc.aio's (the stubs' overload says so).
     return helloworld_pb2_grpc.HelloWorldServiceStub(channel)
 
 
@@ -217,7 +218,12 @@ async def check_health(
     channel: grpc.aio.Channel, service: str = "", *, timeout: float = DEFAULT_TIMEOUT, request_id: str | None = None
 ) -> str:
     """The serving status of ``service`` ("" is the whole server) by name, e.g. "SERVING"."""
-    stub = health_pb2_grpc.HealthStub(channel)
+    # types-grpcio-health-checking's HealthStub declares no methods: the same call, typed.
+    check = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
     request = health_pb2.HealthCheckRequest(service=service)
-    response = await stub.Check(request, timeout=timeout, metadata=_metadata(request_id))
+    response = await check(request, timeout=timeout, metadata=_metadata(request_id))
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

@@ -21,6 +21,6 @@ def health_server(
         return None
     server = grpc.aio.server(options=health_port_options(settings, shared_port))
     registry = Registry(settings)
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, registry)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, registry.as_server)
     Chain(health_port_layers()).serve(server, registry)
     return server, bind(server, "health_port", settings.host, settings.health_port, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -26,7 +26,7 @@ def greeting(names: list[str]) -> str:
     return f"Hello, {joined}!"
 
 
-async def invalid(context: grpc.aio.ServicerContext, field: str, rule: str, *, alone: bool = False) -> None:
+async def invalid(context: grpc.aio.ServicerContext[Any, Any], field: str, rule: str, *, alone: bool = False) -> None:
     """INVALID_ARGUMENT and a BadRequest naming ``field`` and ``rule``; the text is "field: rule" (``alone``: rule)."""
     await abort(
         context, grpc.StatusCode.INVALID_ARGUMENT, rule if alone else f"{field}: {rule}", bad_request(field, rule)
@@ -39,17 +39,21 @@ class HelloServicer(helloworld_pb2_grpc.HelloWorldServiceServicer):
     def __init__(self, max_name_length: int = DEFAULT_MAX_NAME_LENGTH) -> None:
         self._max_name_length = max_name_length
 
-    async def _check_name(self, name: str, context: grpc.aio.ServicerContext) -> None:
+    async def _check_name(self, name: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         rule = name_rule(name, self._max_name_length)
         if rule is not None:
             await invalid(context, "name", rule)
 
-    async def SayHello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
+    async def SayHello(
+        self, request: pb.HelloRequest, context: grpc.aio.ServicerContext[pb.HelloRequest, pb.HelloReply]
+    ) -> pb.HelloReply:
         await self._check_name(request.name, context)
         return pb.HelloReply(message=greeting([request.name]))
 
     async def SayHelloRepeated(
-        self, request: pb.SayHelloRepeatedRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.SayHelloRepeatedRequest,
+        context: grpc.aio.ServicerContext[pb.SayHelloRepeatedRequest, pb.SayHelloRepeatedResponse],
     ) -> AsyncIterator[pb.SayHelloRepeatedResponse]:
         await self._check_name(request.name, context)
         if not 1 <= request.count <= MAX_REPEAT:
@@ -59,7 +63,9 @@ class HelloServicer(helloworld_pb2_grpc.HelloWorldServiceServicer):
             yield pb.SayHelloRepeatedResponse(message=message, index=index)
 
     async def SayHelloToMany(
-        self, request_iterator: AsyncIterator[pb.SayHelloToManyRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.SayHelloToManyRequest],
+        context: grpc.aio.ServicerContext[pb.SayHelloToManyRequest, pb.SayHelloToManyResponse],
     ) -> pb.SayHelloToManyResponse:
         names: list[str] = []
         async for request in request_iterator:
@@ -72,7 +78,9 @@ class HelloServicer(helloworld_pb2_grpc.HelloWorldServiceServicer):
         return pb.SayHelloToManyResponse(message=greeting(names), count=len(names))
 
     async def SayHelloChat(
-        self, request_iterator: AsyncIterator[pb.SayHelloChatRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.SayHelloChatRequest],
+        context: grpc.aio.ServicerContext[pb.SayHelloChatRequest, pb.SayHelloChatResponse],
     ) -> AsyncIterator[pb.SayHelloChatResponse]:
         async for request in request_iterator:
             await self._check_name(request.name, context)
@@ -82,4 +90,4 @@ class HelloServicer(helloworld_pb2_grpc.HelloWorldServiceServicer):
 def register(server: Registry) -> None:
     """The default app (HELLO_APP=service.hello:register): the HelloWorld service, with HELLO_MAX_NAME_LENGTH."""
     max_name_length = server.settings.max_name_length if server.settings is not None else DEFAULT_MAX_NAME_LENGTH
-    helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(HelloServicer(max_name_length), server)
+    helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(HelloServicer(max_name_length), server.as_server)

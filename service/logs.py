@@ -16,17 +16,23 @@ from typing import IO, Any, TextIO
 
 import orjson
 import structlog
-from opentelemetry import trace
 from structlog.contextvars import STRUCTLOG_KEY_PREFIX, STRUCTLOG_KEY_PREFIX_LEN
 from structlog.typing import EventDict, Processor
 
 from .settings import LogSettings
+
+try:
+    from opentelemetry import trace
+except ImportError:  # without the [tracing] extra, no span is ever current
+    trace = None  # type: ignore[assignment]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def add_trace_context(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
     """Add trace_id and span_id of the current OpenTelemetry span, when there is one."""
+    if trace is None:
+        return event_dict
     span_context = trace.get_current_span().get_span_context()
     if span_context.is_valid:
         event_dict.setdefault("trace_id", format(span_context.trace_id, "032x"))

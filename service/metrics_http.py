@@ -9,10 +9,18 @@ from __future__ import annotations
 from wsgiref.simple_server import WSGIServer
 
 import prometheus_client
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector
 
 from .ports import cannot_listen
 from .settings import Settings
+
+
+def no_created_series() -> None:
+    """Serve no *_created series: one per counter doubles the output for no dashboard's benefit.
+
+    prometheus-client's switch is process-wide, so only the program's entry point turns it.
+    """
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 def serve_metrics(registry: CollectorRegistry, settings: Settings) -> WSGIServer | None:
@@ -36,4 +44,8 @@ def workers_registry(directory: str) -> CollectorRegistry:
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    # python_info is the same for every worker (the supervisor starts them with its own interpreter).
+    # process_* and python_gc_* are per process, which multiprocess mode cannot add up
+    # (prometheus-client's docs); the supervisor's own would pass for the workers', so none is served.
+    PlatformCollector(registry=registry)
     return registry

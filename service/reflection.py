@@ -47,7 +47,8 @@ def register_reflection(registry: Registry, services: Sequence[str]) -> None:
     """Serve reflection for ``services`` (and reflection itself) under the v1 and v1alpha names."""
     _add_v1_descriptor()
     servicer = reflection.aio.ReflectionServicer(tuple(services) + SERVICE_NAMES)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, registry)
+    # types-grpcio-reflection has no stub for reflection_pb2_grpc.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, registry)  # type: ignore[no-untyped-call]
     # v1: the same handler, registered under the v1 service name.
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -39,7 +39,7 @@ class Registry:
         self.settings = settings
         self.env_file = env_file
         # "/pkg.Service/Method" -> the handler, as add_registered_method_handlers gave it.
-        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         # Asked, in order, for any method not in ``handlers``.
         self.generic: list[grpc.GenericRpcHandler] = []
         self._services: dict[str, None] = {}  # insertion-ordered set
@@ -47,7 +47,9 @@ class Registry:
         self._by_method: set[str] = set()
         self._by_generic: set[str] = set()
 
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
         """What grpc's generated code calls for a service's methods (grpcio >= 1.62)."""
         self._note(service, self._by_method)
         for name, handler in handlers.items():
@@ -65,6 +67,15 @@ class Registry:
             raise DuplicateService(service)
         seen.add(service)
         self._services[service] = None
+
+    @property
+    def as_server(self) -> grpc.aio.Server:
+        """This registry, typed as what generated ``add_<Service>Servicer_to_server`` functions are typed to take.
+
+        They call only the two registration methods above, which is all the registry has; their
+        stubs name grpc's servers. ``add_FooServicer_to_server(servicer, registry.as_server)``.
+        """
+        return cast("grpc.aio.Server", self)
 
     @property
     def services(self) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from .reloading import ServerCertificates
 from .security import server_tls
 from .server_metrics import ServerMetrics
 from .server_options import server_options
-from .settings import Settings
+from .settings import Settings, env_name
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -62,10 +62,23 @@ def _stack_services(registry: Registry, health_servicer: health.aio.HealthServic
     """Health and reflection, registered after the app's services (and so covering them)."""
     app_services = registry.services
     try:
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry.as_server)
         register_reflection(registry, (*app_services, health.SERVICE_NAME))
     except DuplicateService as exc:
         raise ConfigError(APP, f"{exc.service} is served by the stack itself: do not register it") from None
+
+
+def _tracer_provider(settings: Settings) -> TracerProvider:
+    """The OTLP tracer provider; a start-up error naming the extra when the tracing packages are missing."""
+    try:
+        # Imported only when tracing is on: the SDK and the OTLP exporter weigh ~15 MiB of memory.
+        from .tracer_provider import tracer_provider
+    except ImportError as exc:
+        raise ConfigError(
+            env_name("tracing", "enabled"),
+            f"tracing needs the [tracing] extra (pip install 'hello-grpc-service[tracing]'): {exc}",
+        ) from None
+    return tracer_provider(settings.tracing)
 
 
 def hello_registry(
@@ -76,7 +89,7 @@ def hello_registry(
     if servicer is None:
         hello.register(registry)
     else:
-        helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(servicer, registry)
+        helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(servicer, registry.as_server)
     return registry
 
 
@@ -101,15 +114,13 @@ async def build_server(
     if tls is not None:
         metrics.certificate_expires(tls.not_after)
     if settings.tracing.enabled and tracer is None:
-        # Imported only when tracing is on: the SDK and the OTLP exporter weigh ~15 MiB of memory.
-        from .tracer_provider import tracer_provider
-
-        tracer = tracer_provider(settings.tracing)
+        tracer = _tracer_provider(settings)
     tracer = tracer if settings.tracing.enabled else None
 
     app_services = registry.services
     health_servicer = health.aio.HealthServicer()
     _stack_services(registry, health_servicer)
+    metrics.precreate(registry)
     # Health answers probes and load balancers that hold no credentials.
     public = (health.SERVICE_NAME, *(REFLECTION_SERVICES if settings.auth.public_reflection else ()))
     layers = server_layers(settings, tls, metrics, tracer, methods=registry.methods(), public_services=public)

@@ -7,11 +7,22 @@ import datetime as dt
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from google.protobuf import descriptor_pool
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 # grpc_code as Go spells the codes (codes.Code.String()).
 GO_CODE_NAMES = {
@@ -37,18 +48,32 @@ METHOD_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 # How often the runner hands the counts to prometheus-client besides at every scrape (ServerMetrics.push).
 PUSH_SECONDS = 0.5
 
-# Exposing a *_created series per counter doubles the output for no dashboard's benefit.
-prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# grpc_type by (requests stream, responses stream), as go-grpc-prometheus names the kinds.
+_KINDS = {
+    (False, False): "unary",
+    (True, False): "client_stream",
+    (False, True): "server_stream",
+    (True, True): "bidi_stream",
+}
 
 
-def grpc_type(handler: grpc.RpcMethodHandler) -> str:
+def grpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
     """unary, client_stream, server_stream or bidi_stream, as go-grpc-prometheus names them."""
-    return {
-        (False, False): "unary",
-        (True, False): "client_stream",
-        (False, True): "server_stream",
-        (True, True): "bidi_stream",
-    }[(handler.request_streaming, handler.response_streaming)]
+    return _KINDS[(bool(handler.request_streaming), bool(handler.response_streaming))]
+
+
+def _method_kind(registry: Registry, method: str) -> str | None:
+    """The grpc_type of ``method`` ("pkg.Service/Method"): from its handler, else its descriptor, else None."""
+    handler = registry.handlers.get(f"/{method}")
+    if handler is not None:
+        return grpc_type(handler)
+    service, _, name = method.partition("/")
+    try:
+        descriptor = descriptor_pool.Default().FindServiceByName(service).methods_by_name[name]
+    except KeyError:
+        return None
+    return _KINDS[(descriptor.client_streaming, descriptor.server_streaming)]
 
 
 def _add_since_last_push(totals: Sequence[float], series: Sequence[Any], pushed: list[float]) -> None:
@@ -74,7 +99,9 @@ class MethodMetrics:
         self.ok = 0
         self.handled: dict[grpc.StatusCode, int] = {}
         self._series = (family.started.labels(*labels), family.received.labels(*labels), family.sent.labels(*labels))
-        self._handled_family, self._labels = family.handled, labels
+        # Every code's series exists from the start, at 0, as go-grpc-prometheus's InitializeMetrics
+        # makes them: rate() needs a sample before the first increase, or a pod's first errors are lost.
+        self._handled_series = {code: family.handled.labels(*labels, name) for code, name in GO_CODE_NAMES.items()}
         self._pushed: list[float] = [0, 0, 0]
         self._handled_pushed: dict[grpc.StatusCode, int] = {}
         # Handling seconds: a count per bucket (the last one is +Inf) and their sum.
@@ -98,7 +125,7 @@ class MethodMetrics:
         for code, total in handled.items():
             pushed = self._handled_pushed.get(code, 0)
             if total != pushed:
-                self._handled_family.labels(*self._labels, GO_CODE_NAMES[code]).inc(total - pushed)
+                self._handled_series[code].inc(total - pushed)
                 self._handled_pushed[code] = total
         self._push_histogram()
 
@@ -140,6 +167,11 @@ class ServerMetrics:
     def __init__(self, version: str) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         registry.register(_PushFirst(self))
+        # The standard process_* and python_* series every Python exporter has (prometheus-client's
+        # default registry has them; a registry of our own gets them only when asked).
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         self._methods: dict[tuple[str, str], MethodMetrics] = {}
         self._push_lock = threading.Lock()
         # Calls being handled now, as a plain integer the serving thread keeps (see MethodMetrics).
@@ -204,6 +236,17 @@ class ServerMetrics:
             with self._push_lock:
                 counts = self._methods[key] = MethodMetrics(self._families, (kind, service, name))
         return counts
+
+    def precreate(self, registry: Registry) -> None:
+        """Create the series of every method ``registry`` serves, every code included, at 0, before any call.
+
+        As go-grpc-prometheus's InitializeMetrics does: an error ratio's rate() then sees a pod's
+        first errors, which a series born at its first increase hides.
+        """
+        for method in registry.methods():
+            kind = _method_kind(registry, method)
+            if kind is not None:
+                self.for_method(f"/{method}", kind)
 
     def push(self) -> None:
         """Hand every method's counts and the calls in flight to prometheus-client.

@@ -127,7 +127,9 @@ class TracingSettings(BaseModel):
     # OTLP/gRPC collector, e.g. http://otel-collector.monitoring:4317; unset: OTEL_EXPORTER_OTLP_ENDPOINT.
     otlp_endpoint: str | None = None
     sample_ratio: float = Field(default=1.0, ge=0, le=1)
-    service_name: str = "hello-grpc-service"
+    # service.name of the spans; unset: OTEL_SERVICE_NAME, else OTEL_RESOURCE_ATTRIBUTES' service.name
+    # (as the SDK documents), else "hello-grpc-service".
+    service_name: str | None = None
 
 
 class Settings(BaseSettings):

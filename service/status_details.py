@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.message import Message
@@ -51,7 +51,7 @@ def error_info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
     return error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata)
 
 
-def pushback_within(seconds: float, context: grpc.aio.ServicerContext) -> int:
+def pushback_within(seconds: float, context: grpc.aio.ServicerContext[Any, Any]) -> int:
     """The pushback for a wait of ``seconds``: that many ms, or NO_RETRY when the caller's deadline ends first.
 
     grpc waits out a pushback even past the deadline: the caller would get DEADLINE_EXCEEDED instead
@@ -76,7 +76,7 @@ def status_trailers(
 
 
 async def abort(
-    context: grpc.aio.ServicerContext,
+    context: grpc.aio.ServicerContext[Any, Any],
     code: grpc.StatusCode,
     message: str,
     *details: Message,

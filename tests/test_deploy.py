@@ -151,3 +151,192 @@ def test_dockerfile_matches_the_deployment(rendered: dict[str, Path]) -> None:
     for line in dockerfile.splitlines():
         if line.startswith("FROM "):
             assert re.search(r"@sha256:[0-9a-f]{64}", line), line
+
+
+RECOMMENDED = {"name", "instance", "version", "component", "part-of", "managed-by"}
+# What a selector may hold: labels that stay the same from one release to the next.
+STABLE = {"app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/component"}
+
+
+def _selectors(doc: dict[str, Any]) -> list[dict[str, str]]:
+    """Every label selector in ``doc``: a workload's, a Service's, a PDB's, a NetworkPolicy's, spread constraints'."""
+    spec = doc.get("spec", {})
+    found = []
+    if doc["kind"] == "Service":
+        found.append(spec.get("selector", {}))
+    for key in ("selector", "podSelector"):
+        if isinstance(spec.get(key), dict) and "matchLabels" in spec[key]:
+            found.append(spec[key]["matchLabels"])
+    for constraint in spec.get("template", {}).get("spec", {}).get("topologySpreadConstraints", []):
+        found.append(constraint["labelSelector"]["matchLabels"])
+    return found
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_object_has_the_recommended_labels_and_selectors_only_stable_ones(
+    rendered: dict[str, Path], variant: str
+) -> None:
+    from service import __version__
+
+    docs = objects(rendered[variant])
+    for key, doc in docs.items():
+        labels = doc["metadata"].get("labels", {})
+        assert {k.removeprefix("app.kubernetes.io/") for k in labels if k.startswith("app.kubernetes.io/")} == (
+            RECOMMENDED
+        ), key
+        assert labels["app.kubernetes.io/version"] == __version__, key
+        for selector in _selectors(doc):
+            assert selector, key
+            assert set(selector) <= STABLE, (key, selector)
+    template = docs["Deployment/hello"]["spec"]["template"]["metadata"]["labels"]
+    assert {k.removeprefix("app.kubernetes.io/") for k in template} == RECOMMENDED
+
+
+def test_grpc_ports_declare_tls_not_cleartext(rendered: dict[str, Path]) -> None:
+    # appProtocol says what the port speaks: the server terminates TLS, so HTTP/2 over TLS ("https"),
+    # never kubernetes.io/h2c (cleartext HTTP/2), which a mesh or gateway would speak to it.
+    docs = objects(rendered["base"])
+    for name in ("Service/hello", "Service/hello-headless"):
+        ports = {p["name"]: p.get("appProtocol") for p in docs[name]["spec"]["ports"]}
+        assert ports["grpc"] == "https", name
+    assert {p["name"]: p.get("appProtocol") for p in docs["Service/hello"]["spec"]["ports"]}["metrics"] == "http"
+
+
+def test_the_client_label_the_networkpolicy_admits_has_a_domain_prefix(rendered: dict[str, Path]) -> None:
+    policy = objects(rendered["base"])["NetworkPolicy/hello"]
+    keys = [
+        key
+        for rule in policy["spec"]["ingress"]
+        for peer in rule["from"]
+        for key in peer.get("podSelector", {}).get("matchLabels", {})
+    ]
+    assert keys
+    for key in keys:
+        prefix, _slash, name = key.partition("/")
+        assert name, key
+        assert "." in prefix, key
+
+
+VALIDATE_CRDS = ROOT / "tools" / "validate-crds.mjs"
+# What cert-manager writes into a Certificate's Secret (ca.crt: with a CA or Vault issuer).
+CERT_MANAGER_KEYS = {"tls.crt", "tls.key", "ca.crt"}
+
+
+def _certificate(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    [certificate] = [doc for key, doc in docs.items() if key.startswith("Certificate/")]
+    return certificate
+
+
+def test_prods_certificate_matches_cert_managers_schema(rendered: dict[str, Path]) -> None:
+    result = run(["node", str(VALIDATE_CRDS), str(rendered["overlays/prod"])], clean_env(), 60)
+    assert (result.returncode, result.stdout) == (0, "1 Certificate(s) valid\n"), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        (("algorithm: ECDSA", "algorithm: DSA"), "privateKey/algorithm must be equal to one of the allowed values"),
+        (("  issuerRef:\n", "  issuer:\n"), "must have required property issuerRef"),
+    ],
+    ids=["unknown-algorithm", "no-issuer"],
+)
+def test_the_certificate_schema_check_can_fail(
+    rendered: dict[str, Path], tmp_path: Path, broken: tuple[str, str], problem: str
+) -> None:
+    text = rendered["overlays/prod"].read_text()
+    assert broken[0] in text
+    (tmp_path / "broken.yaml").write_text(text.replace(*broken))
+    result = run(["node", str(VALIDATE_CRDS), str(tmp_path / "broken.yaml")], clean_env(), 60)
+    assert result.returncode == 1
+    assert problem in result.stderr, result.stderr
+
+
+def test_the_certificate_writes_exactly_the_secret_the_deployment_mounts(rendered: dict[str, Path]) -> None:
+    docs = objects(rendered["overlays/prod"])
+    certificate = _certificate(docs)
+    deployment = docs["Deployment/hello"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in _container(docs)["volumeMounts"]}
+    assert certificate["spec"]["secretName"] == volumes["tls"]["secret"]["secretName"]
+    assert certificate["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    # Every TLS file the settings name is in that Secret's mount, under a key cert-manager writes.
+    env = _settings_env(docs)
+    tls_files = {Path(v) for k, v in env.items() if k.startswith("HELLO_TLS__") and k.endswith("_FILE")}
+    assert {mounts[str(path.parent)] for path in tls_files} == {"tls"}
+    assert {path.name for path in tls_files} == CERT_MANAGER_KEYS  # prod reads all three (mTLS: ca.crt)
+    # The names clients dial, for each Service that carries the gRPC port.
+    namespace = deployment["metadata"]["namespace"]
+    for key, doc in docs.items():
+        if doc["kind"] == "Service" and any(p["name"] == "grpc" for p in doc["spec"]["ports"]):
+            name = doc["metadata"]["name"]
+            assert {f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"} <= set(
+                certificate["spec"]["dnsNames"]
+            ), key
+    assert "server auth" in certificate["spec"]["usages"]
+
+
+def test_dev_has_no_certificate_it_uses_make_k8s_secrets(rendered: dict[str, Path]) -> None:
+    assert not [key for key in objects(rendered["overlays/dev"]) if key.startswith("Certificate/")]
+
+
+RENOVATE = ROOT / "renovate.json"
+# The pip-compile options Renovate's pip-compile manager accepts in a lock's header (its
+# allowedPipOptions); with any other it refuses the file. --output-file and --extra take "=value".
+RENOVATE_PIP_COMPILE_OPTIONS = {"--allow-unsafe", "--generate-hashes", "--no-emit-index-url", "--strip-extras"}
+
+
+def test_renovate_config_matches_renovates_schema() -> None:
+    result = run([str(TOOLS / "check-jsonschema"), "--builtin-schema", "vendor.renovate", str(RENOVATE)], clean_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda c: c["enabledManagers"].append("pip_compile"), "'pip_compile' is not one of"),
+        (lambda c: c["lockFileMaintenance"].update(enabled="weekly"), "'weekly' is not of type 'boolean'"),
+    ],
+    ids=["unknown-manager", "wrong-type"],
+)
+def test_the_renovate_schema_check_can_fail(tmp_path: Path, change: Any, problem: str) -> None:
+    config = json.loads(RENOVATE.read_text())
+    change(config)
+    (tmp_path / "renovate.json").write_text(json.dumps(config))
+    command = [str(TOOLS / "check-jsonschema"), "--builtin-schema", "vendor.renovate", str(tmp_path / "renovate.json")]
+    result = run(command, clean_env())
+    assert result.returncode == 1
+    assert problem in result.stdout + result.stderr
+
+
+def _renovate_pattern(pattern: str) -> re.Pattern[str]:
+    """A managerFilePatterns entry ("/regex/") as a Python pattern."""
+    match = re.fullmatch(r"/(.+)/", pattern)
+    assert match, pattern
+    return re.compile(match.group(1))
+
+
+def test_renovate_covers_the_base_image_digest_every_python_lock_and_the_npm_lock() -> None:
+    config = json.loads(RENOVATE.read_text())
+    assert {"dockerfile", "pip-compile", "npm"} <= set(config["enabledManagers"])
+    assert config["lockFileMaintenance"]["enabled"] is True
+    assert (ROOT / "tools" / "package-lock.json").exists()
+    patterns = [_renovate_pattern(p) for p in config["pip-compile"]["managerFilePatterns"]]
+    locks = sorted(ROOT.glob("requirements*.lock"))
+    assert len(locks) >= 4
+    for lock in locks:
+        assert any(p.search(lock.name) for p in patterns), lock.name
+        # Renovate re-runs the header's command: every option one it accepts, the sources there.
+        header = re.search(r"^#    (pip-compile .*)$", lock.read_text(), re.MULTILINE)
+        assert header, lock.name
+        _command, *arguments = header.group(1).split()
+        options = [a for a in arguments if a.startswith("-")]
+        sources = [a for a in arguments if not a.startswith("-")]
+        assert {o.split("=")[0] for o in options if "=" not in o} <= RENOVATE_PIP_COMPILE_OPTIONS, lock.name
+        assert {o.split("=")[0] for o in options if "=" in o} <= {"--output-file", "--extra"}, lock.name
+        assert f"--output-file={lock.name}" in options
+        assert sources
+        assert all((ROOT / source).exists() for source in sources), sources
+    # The base image: digest updates only (a new Python is a deliberate change), both FROM lines together.
+    [python_rule] = [r for r in config["packageRules"] if r.get("matchPackageNames") == ["python"]]
+    assert python_rule["enabled"] is False
+    assert "digest" not in python_rule["matchUpdateTypes"]

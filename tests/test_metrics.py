@@ -17,12 +17,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.client import create_channel, say_hello, say_hello_chat, say_hello_repeated, say_hello_to_many
+from service.generated.rpc_package import helloworld_pb2 as pb
+from service.hello import HelloServicer
 from service.metrics_http import serve_metrics
 from service.server import BuiltServer
-from service.server_metrics import PUSH_SECONDS
+from service.server_metrics import GO_CODE_NAMES, PUSH_SECONDS
 
 from .conftest import Pki, client_settings, running, server_settings
-from .processes import BIN, ServerProcess, pki_env
+from .processes import BIN, ServerProcess, clean_env, pki_env, run
+
+MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
 
 HELLO = "rpc_package.HelloWorldService"
 
@@ -218,5 +222,144 @@ async def test_a_scrape_filtered_by_name_sees_the_counts_within_half_a_second(pk
             await asyncio.sleep(PUSH_SECONDS / 2)
         assert handled.get(key) == 3
         assert {name for name, _labels in handled} == {"grpc_server_handled_total"}
+        # hello-server turns prometheus-client's *_created series off at its entry point.
+        everything = await asyncio.to_thread(_scrape, metrics_port)
+        assert "process_cpu_seconds_total" in {name for name, _labels in everything}
+        assert not [name for name, _labels in everything if name.endswith("_created")]
     finally:
         server.stop()
+
+
+async def test_every_code_of_every_registered_method_is_a_series_before_any_call(
+    scraped_server: tuple[BuiltServer, int],
+) -> None:
+    # As go-grpc-prometheus's InitializeMetrics: rate() sees a pod's first error only if the
+    # series had a sample (0) before it.
+    built, metrics_port = scraped_server
+    samples = await asyncio.to_thread(_scrape, metrics_port)
+    handled = {
+        dict(labels)["grpc_service"] + "/" + dict(labels)["grpc_method"]: dict(labels)["grpc_type"]
+        for (name, labels), _ in samples.items()
+        if name == "grpc_server_handled_total"
+    }
+    methods = built.registry.methods()
+    assert set(handled) == set(methods)
+    assert {
+        f"{HELLO}/SayHello",
+        "grpc.health.v1.Health/Watch",
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    } <= set(methods)
+    assert handled[f"{HELLO}/SayHelloChat"] == "bidi_stream"
+    for method, kind in handled.items():
+        service, _, name = method.partition("/")
+        labels = {"grpc_type": kind, "grpc_service": service, "grpc_method": name}
+        for code in GO_CODE_NAMES.values():
+            assert ("grpc_server_handled_total", tuple(sorted({**labels, "grpc_code": code}.items()))) in samples
+        assert _value(samples, "grpc_server_started_total", **labels) == 0
+        assert ("grpc_server_handling_seconds_count", tuple(sorted(labels.items()))) in samples
+    assert sum(v for (name, _), v in samples.items() if name == "grpc_server_handled_total") == 0
+
+
+async def test_process_and_python_series_are_served(scraped_server: tuple[BuiltServer, int]) -> None:
+    _built, metrics_port = scraped_server
+    names = {name for name, _labels in await asyncio.to_thread(_scrape, metrics_port)}
+    for name in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+        "python_info",
+        "python_gc_collections_total",
+    ):
+        assert name in names, name
+
+
+def test_importing_the_metrics_leaves_other_registries_alone() -> None:
+    # prometheus-client's *_created switch is process-wide: only hello-server's entry point turns it.
+    code = (
+        "import service.server, service.server_metrics, prometheus_client as p\n"
+        "r = p.CollectorRegistry(); p.Counter('c', 'c', registry=r).inc()\n"
+        "print(p.generate_latest(r).decode())"
+    )
+    result = run([str(BIN / "python"), "-c", code], clean_env(), 60)
+    assert result.returncode == 0, result.stderr
+    assert "c_created" in result.stdout
+
+
+class _FailingHello(HelloServicer):
+    """Hello whose SayHello fails with INTERNAL (a server fault) for names that start with "fail"."""
+
+    async def SayHello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
+        if request.name.startswith("fail"):
+            raise RuntimeError("a bug")
+        return await super().SayHello(request, context)
+
+
+def _series_lines(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    """grpc_server_handled_total samples of SayHello as promtool series selectors, with job="hello"."""
+    lines = {}
+    for (name, labels), value in samples.items():
+        if name == "grpc_server_handled_total" and dict(labels)["grpc_method"] == "SayHello":
+            selector = ",".join(f'{key}="{val}"' for key, val in (("job", "hello"), *labels))
+            lines[f"{name}{{{selector}}}"] = value
+    return lines
+
+
+def _promtool_test(scrapes: list[dict[str, float]], eval_minutes: int, firing: bool, description: str) -> str:
+    """A promtool unit test of HelloHighErrorRatio over ``scrapes``, one a minute (a series absent from a
+    scrape has no sample then), expecting the alert firing or not at ``eval_minutes``."""
+    series = sorted({key for scrape in scrapes for key in scrape})
+    inputs = "".join(
+        f"      - series: '{key}'\n        values: '"
+        + " ".join(str(int(scrape[key])) if key in scrape else "_" for scrape in scrapes)
+        + "'\n"
+        for key in series
+    )
+    expected = (
+        "\n          - exp_labels: {severity: page, job: hello}\n"
+        "            exp_annotations:\n"
+        "              summary: More than 1% of hello calls fail on the server side\n"
+        f'              description: "{description}"'
+        if firing
+        else " []"
+    )
+    return (
+        f"rule_files: ['{MONITORING / 'rules.yaml'}']\nevaluation_interval: 1m\n"
+        "tests:\n  - interval: 1m\n    input_series:\n"
+        + inputs
+        + f"    alert_rule_test:\n      - eval_time: {eval_minutes}m\n        alertname: HelloHighErrorRatio\n"
+        + f"        exp_alerts:{expected}\n"
+    )
+
+
+async def test_the_error_ratio_alert_fires_on_a_pods_first_errors(pki: Pki, tmp_path: Path) -> None:
+    # A fresh pod, scraped once a minute, fails 1 call in 20 from its first minute: the alert's
+    # rate() sees the first failures because the Internal series was scraped at 0 before them.
+    async with running(server_settings(pki), servicer=_FailingHello()) as built:
+        http = serve_metrics(built.metrics.registry, server_settings(pki))
+        assert http is not None
+        try:
+            scrapes = [_series_lines(await asyncio.to_thread(_scrape, int(http.server_port)))]
+            async with create_channel(client_settings(pki, built.port)) as channel:
+                for _minute in range(6):
+                    for call in range(20):
+                        if call == 0:
+                            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                                await say_hello(channel, "fail")
+                            assert failed.value.code() == grpc.StatusCode.INTERNAL
+                        else:
+                            await say_hello(channel, "ok")
+                    scrapes.append(_series_lines(await asyncio.to_thread(_scrape, int(http.server_port))))
+        finally:
+            http.shutdown()
+    internal = next(key for key in scrapes[0] if 'grpc_code="Internal"' in key)
+    assert (scrapes[0][internal], scrapes[-1][internal]) == (0, 6)
+    # 1 call in 20 failed: humanizePercentage of 0.05.
+    fires = _promtool_test(scrapes, 6, True, "5% of calls ended Unknown, Internal, Unavailable or DataLoss.")
+    # Without the series at 0 (a series born at its first increase), the same pod's alert is still
+    # pending at that time: the first minute's failures are lost to rate().
+    born_late = [{key: value for key, value in scrape.items() if value} for scrape in scrapes]
+    pending = _promtool_test(born_late, 6, False, "")
+    for name, test in (("fires", fires), ("pending", pending)):
+        (tmp_path / f"{name}.test.yaml").write_text(test)
+        result = run(["promtool", "test", "rules", f"{name}.test.yaml"], clean_env(), 60, tmp_path)
+        assert result.returncode == 0, name + result.stdout + result.stderr

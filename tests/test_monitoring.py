@@ -10,7 +10,7 @@ from .processes import clean_env, run
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "deploy" / "monitoring"
-VALIDATE = ROOT / "tools" / "validate-servicemonitor.mjs"
+VALIDATE = ROOT / "tools" / "validate-crds.mjs"
 
 
 def test_promtool_accepts_the_rules() -> None:

@@ -11,13 +11,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
+from service import __version__
 from service.client import create_channel, say_hello, say_hello_chat, say_hello_repeated
+from service.generated.rpc_package import helloworld_pb2 as pb
+from service.hello import HelloServicer
 from service.logs import add_trace_context
 from service.server import BuiltServer
+from service.settings import TracingSettings
+from service.tracer_provider import resource
 
 from .conftest import Pki, client_settings, running, server_settings
 
@@ -38,18 +43,14 @@ async def traced(pki: Pki, spans: tuple[TracerProvider, InMemorySpanExporter]) -
         yield built
 
 
-async def _server_spans(exporter: InMemorySpanExporter, last: str, timeout: float = 5) -> dict[str, ReadableSpan]:
-    """The finished SERVER spans by name, once ``last`` is among them (bounded wait).
-
-    An abort sends the status at once; the server's span ends as the handler unwinds, which on a
-    busy machine can be after the caller has seen the status.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        spans = {span.name: span for span in _by_kind(exporter.get_finished_spans(), SpanKind.SERVER)}
-        if last in spans or asyncio.get_running_loop().time() > deadline:
+async def _server_spans(exporter: InMemorySpanExporter, count: int) -> list[ReadableSpan]:
+    """The SERVER spans once ``count`` have ended: a server ends its span after the caller has the status."""
+    for _ in range(500):  # bounded: 5 s at most
+        spans = _by_kind(exporter.get_finished_spans(), SpanKind.SERVER)
+        if len(spans) >= count:
             return spans
         await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} server spans did not end within 5 s")
 
 
 def _by_kind(finished: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:
@@ -63,13 +64,22 @@ async def test_client_and_server_spans_share_the_trace(
     with capture_logs(processors=[merge_contextvars, add_trace_context]) as logs:
         async with create_channel(client_settings(pki, traced.port), tracer=provider) as channel:
             assert await say_hello(channel, "traced") == "Hello, traced!"
-    [server] = _by_kind(exporter.get_finished_spans(), SpanKind.SERVER)
+    [server] = await _server_spans(exporter, 1)
     [client] = _by_kind(exporter.get_finished_spans(), SpanKind.CLIENT)
     assert server.name == "rpc_package.HelloWorldService/SayHello"
     assert server.context.trace_id == client.context.trace_id
     assert server.parent is not None
     assert server.parent.span_id == client.context.span_id
-    assert server.attributes["rpc.grpc.status_code"] == 0
+    assert server.attributes is not None
+    assert dict(server.attributes) == {
+        "rpc.system.name": "grpc",
+        "rpc.method": "rpc_package.HelloWorldService/SayHello",
+        "rpc.response.status_code": "OK",
+        "network.peer.address": "127.0.0.1",
+        "network.peer.port": server.attributes["network.peer.port"],
+    }
+    assert isinstance(server.attributes["network.peer.port"], int)
+    assert server.status.status_code == StatusCode.UNSET
     [line] = [entry for entry in logs if entry["event"] == "rpc"]
     assert line["trace_id"] == format(server.context.trace_id, "032x")
 
@@ -82,11 +92,81 @@ async def test_every_kind_gets_a_span_with_its_status(
         _ = [m async for m in say_hello_repeated(channel, "a", 2)]
         with pytest.raises(grpc.aio.AioRpcError):  # the empty name ends the bidi call INVALID_ARGUMENT
             _ = [m async for m in say_hello_chat(channel, ["b", ""])]
-    servers = await _server_spans(exporter, "rpc_package.HelloWorldService/SayHelloChat")
+    servers = {span.name: span for span in await _server_spans(exporter, 2)}
     assert servers["rpc_package.HelloWorldService/SayHelloRepeated"].status.is_ok
     chat = servers["rpc_package.HelloWorldService/SayHelloChat"]
-    assert chat.attributes["rpc.grpc.status_code"] == 3  # INVALID_ARGUMENT
-    assert not chat.status.is_ok
+    assert chat.attributes is not None
+    assert chat.attributes["rpc.response.status_code"] == "INVALID_ARGUMENT"
+    # The caller's mistake, not the server's fault: the gRPC conventions leave a server span's status unset.
+    assert chat.status.status_code == StatusCode.UNSET
+    assert "error.type" not in chat.attributes
+
+
+class _FailingHello(HelloServicer):
+    async def SayHello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
+        raise RuntimeError("a bug")
+
+
+async def test_only_the_servers_faults_mark_its_span_error(
+    pki: Pki, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    settings = server_settings(pki, tracing={"enabled": True})
+    async with running(settings, servicer=_FailingHello(), tracer=provider) as built:
+        async with create_channel(client_settings(pki, built.port)) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as internal:
+                await say_hello(channel, "x")
+            with pytest.raises(grpc.aio.AioRpcError) as unimplemented:
+                await channel.unary_unary("/rpc_package.HelloWorldService/NoSuchMethod")(b"", timeout=5)
+        async with create_channel(client_settings(pki, built.port, token=None)) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+                await say_hello(channel, "x")
+    assert [e.value.code() for e in (internal, unimplemented, unauthenticated)] == [
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    ]
+    finished = await _server_spans(exporter, 3)
+    outcome = {
+        (span.name, span.attributes["rpc.response.status_code"]): (
+            span.status.status_code,
+            span.attributes.get("error.type"),
+        )
+        for span in finished
+        if span.attributes is not None
+    }
+    assert outcome == {
+        ("rpc_package.HelloWorldService/SayHello", "INTERNAL"): (StatusCode.ERROR, "INTERNAL"),
+        # A method the server does not have: rpc.method _OTHER, the span named after the system.
+        ("grpc", "UNIMPLEMENTED"): (StatusCode.ERROR, "UNIMPLEMENTED"),
+        ("rpc_package.HelloWorldService/SayHello", "UNAUTHENTICATED"): (StatusCode.UNSET, None),
+    }
+    [other] = [span for span in finished if span.name == "grpc"]
+    assert other.attributes is not None
+    assert other.attributes["rpc.method"] == "_OTHER"
+    assert other.attributes["rpc.method_original"] == "rpc_package.HelloWorldService/NoSuchMethod"
+
+
+@pytest.mark.parametrize(
+    ("setting", "env", "expected"),
+    [
+        (None, {}, "hello-grpc-service"),
+        (None, {"OTEL_SERVICE_NAME": "from-otel"}, "from-otel"),
+        (None, {"OTEL_RESOURCE_ATTRIBUTES": "service.name=from-attributes,team=a"}, "from-attributes"),
+        (None, {"OTEL_SERVICE_NAME": "from-otel", "OTEL_RESOURCE_ATTRIBUTES": "service.name=x"}, "from-otel"),
+        ("from-hello", {"OTEL_SERVICE_NAME": "from-otel"}, "from-hello"),
+    ],
+)
+def test_service_name_follows_the_sdks_variables_over_our_default(
+    monkeypatch: pytest.MonkeyPatch, setting: str | None, env: dict[str, str], expected: str
+) -> None:
+    for name in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    attributes = resource(TracingSettings(enabled=True, service_name=setting)).attributes
+    assert attributes["service.name"] == expected
+    assert attributes["service.version"] == __version__
 
 
 async def test_health_watch_streams_with_context_write_under_tracing(traced: BuiltServer, pki: Pki) -> None:

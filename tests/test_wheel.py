@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,24 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work / "venv" / "bin"
 
 
+def test_wheel_is_typed_and_carries_its_license(installed: Path) -> None:
+    # py.typed tells mypy and pyright the client library's hints are meant (PEP 561); the license
+    # file travels with the license expression (PEP 639).
+    [wheel] = installed.parent.parent.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        [metadata] = [name for name in names if name.endswith(".dist-info/METADATA")]
+        headers = archive.read(metadata).decode()
+        [license_file] = [name for name in names if name.endswith(".dist-info/licenses/LICENSE")]
+        license_text = archive.read(license_file).decode()
+    assert "service/py.typed" in names
+    assert "License-Expression: Apache-2.0" in headers.splitlines()
+    assert "License-File: LICENSE" in headers.splitlines()
+    assert "Apache License" in license_text
+    assert "Version 2.0, January 2004" in license_text
+    assert license_text == (ROOT / "LICENSE").read_text()
+
+
 def test_wheel_contains_generated_code_and_no_tests(installed: Path) -> None:
     code = (
         "import service, service.generated.rpc_package.helloworld_pb2_grpc as g\n"
@@ -86,3 +105,15 @@ def test_installed_python_dash_m_service(installed: Path) -> None:
     result = run([str(installed / "python"), "-m", "service", "--help"], clean_env(), 60, installed)
     assert result.returncode == 0, result.stderr
     assert "usage: hello-server" in result.stdout
+
+
+def test_tracing_is_an_extra_and_its_absence_is_a_start_up_error(installed: Path, pki: Pki) -> None:
+    # requirements.lock is the default install: no OpenTelemetry, so tracing names the extra.
+    result = run([str(installed / "python"), "-c", "import opentelemetry"], clean_env(), 60, installed)
+    assert result.returncode != 0
+    env = pki_env(pki, HELLO_TRACING__ENABLED="true")
+    result = run([str(installed / "hello-server")], env, 60, installed.parent.parent)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("hello-server: HELLO_TRACING__ENABLED: tracing needs the [tracing] extra"), line
+    assert "pip install 'hello-grpc-service[tracing]'" in line

@@ -82,6 +82,13 @@ async def test_two_workers_serve_one_port_and_metrics_add_up(
     build_info = [line for line in text.splitlines() if line.startswith("hello_build_info{")]
     assert len(build_info) == 1, build_info
     assert "pid=" not in build_info[0]
+    # Every code's series is there at 0 before its first call; python_info is the supervisor's
+    # (process_* cannot be added up over processes); no *_created series.
+    assert re.search(
+        r'^grpc_server_handled_total\{grpc_code="DataLoss",[^}]*grpc_method="SayHello"[^}]*\} 0\.0$', text, re.M
+    )
+    assert re.search(r"^python_info\{", text, re.M)
+    assert "_created" not in text
 
 
 async def test_a_killed_worker_is_replaced(workers: tuple[ServerProcess, dict[str, int]], pki: Pki) -> None:

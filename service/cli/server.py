@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from ..errors import ConfigError, StartupError, lines
+from ..metrics_http import no_created_series
 from ..settings import Settings, load, unknown_variable_warnings
 from ..workers import READY_FD, supervise
 
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         for warning in unknown_variable_warnings(os.environ, args.env_file):
             log.warning(warning)
         warned = True
+        no_created_series()
         ready_fd = os.environ.pop(READY_FD, None)
         if ready_fd is None:
             count = settings.worker_count(os.cpu_count() or 1)

@@ -1,4 +1,7 @@
-"""The layers around every call, one concern each, and the chain that runs them; build_server orders them."""
+"""The layers around every call, one concern each, and the chain that runs them; build_server orders them.
+
+Tracing (layers.tracing) is not imported here: it needs the [tracing] extra.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from .hooks import Layer
 from .limits import ConcurrencyLimit, RateLimit
 from .metrics import Metrics
 from .request_id import RequestId
-from .tracing import Tracing
 from .wire import Wire
 
 __all__ = [
@@ -21,6 +23,5 @@ __all__ = [
     "Metrics",
     "RateLimit",
     "RequestId",
-    "Tracing",
     "Wire",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from typing import Any, cast
 from urllib.parse import unquote
 
 import grpc
@@ -33,13 +34,14 @@ def service_of(method: str) -> str:
 class _AuthContext(Mapping[str, Sequence[bytes]]):
     """The call's TLS auth context, asked of grpc only when an authenticator looks (token auth never does)."""
 
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self._context = context
         self._values: Mapping[str, Sequence[bytes]] | None = None
 
     def _get(self) -> Mapping[str, Sequence[bytes]]:
         if self._values is None:
-            self._values = self._context.auth_context()
+            # grpc's stubs say Iterable; grpc gives a list per key.
+            self._values = cast("Mapping[str, Sequence[bytes]]", self._context.auth_context())
         return self._values
 
     def __getitem__(self, key: str) -> Sequence[bytes]:

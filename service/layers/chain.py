@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def _status(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
+def _status(context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode) -> grpc.StatusCode:
     # A handler may set a code without raising; grpc keeps whatever it was given.
     code = context.code()
     if code is None:
@@ -154,8 +154,9 @@ async def _send_headers(call: Call) -> None:
     await call.context.send_initial_metadata(headers)
 
 
-def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    # A coroutine function, or an async generator function, of the handler's kind.
+    behavior: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
     streaming_requests, streaming_responses = handler.request_streaming, handler.response_streaming
 
     def arguments(request: Any, call: Call) -> tuple[Any, Any]:
@@ -167,7 +168,7 @@ def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if not inspect.isasyncgenfunction(behavior):
         # A unary reply, or a stream the handler writes with context.write and ends by returning.
 
-        async def called(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def called(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             call = Call(context, plan.name)
             try:
                 plan.enter(call)
@@ -185,7 +186,7 @@ def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         wrapped: Any = called
     else:
 
-        async def generated(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def generated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             call = Call(context, plan.name)
             try:
                 plan.enter(call)
@@ -213,10 +214,13 @@ def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         changes["request_deserializer"] = None
     if plan.encode is not None:
         changes["response_serializer"] = None
-    return handler._replace(**changes)
+    # grpc's handlers are namedtuples (grpc._utilities.RpcMethodHandler); its stubs declare a plain class.
+    as_tuple: Any = handler
+    replaced: grpc.RpcMethodHandler[Any, Any] = as_tuple._replace(**changes)
+    return replaced
 
 
-async def _unimplemented(_request: Any, context: grpc.aio.ServicerContext) -> None:
+async def _unimplemented(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method")
 
 
@@ -226,10 +230,14 @@ class Chain:
     def __init__(self, layers: Iterable[Layer]) -> None:
         self._layers = tuple(layers)
         self.stopping = Stopping()
-        self._wrapped: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-        self._unknown = grpc.unary_unary_rpc_method_handler(_unimplemented)
+        self._wrapped: dict[
+            tuple[str, int], tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
+        self._unknown: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(_unimplemented)
 
-    def wrap(self, name: str, handler: grpc.RpcMethodHandler, *, known: bool = True) -> grpc.RpcMethodHandler:
+    def wrap(
+        self, name: str, handler: grpc.RpcMethodHandler[Any, Any], *, known: bool = True
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         """``handler`` of the method ``name`` ("/pkg.Service/Method") with every layer's hooks about each call."""
         method = Method(name, known, handler)
         hooks = [h for layer in self._layers if (h := layer.hooks(method)) is not None]
@@ -247,7 +255,7 @@ class Chain:
         by_name = {name: self.cached(name, handler) for name, handler in registry.handlers.items()}
         server.add_generic_rpc_handlers((_Fallback(self, by_name, registry.generic),))
 
-    def cached(self, name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def cached(self, name: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         """Like wrap, but once per (name, inner handler): generic handlers hand out the same object each call."""
         # The entry holds the inner handler itself, so its id cannot be reused while it is cached.
         entry = self._wrapped.get((name, id(handler)))
@@ -255,22 +263,25 @@ class Chain:
             entry = self._wrapped[(name, id(handler))] = (handler, self.wrap(name, handler))
         return entry[1]
 
-    def unknown(self, name: str) -> grpc.RpcMethodHandler:
+    def unknown(self, name: str) -> grpc.RpcMethodHandler[Any, Any]:
         """UNIMPLEMENTED for a method nobody registered, through the layers (logged, counted, authenticated)."""
         return self.wrap(name, self._unknown, known=False)
 
 
-class _Fallback(grpc.GenericRpcHandler):  # type: ignore[misc]
+class _Fallback(grpc.GenericRpcHandler):
     """Asked for every method: the registered ones by name, else the generic handlers', else UNIMPLEMENTED."""
 
     def __init__(
-        self, chain: Chain, by_name: dict[str, grpc.RpcMethodHandler], generic: Sequence[grpc.GenericRpcHandler]
+        self,
+        chain: Chain,
+        by_name: dict[str, grpc.RpcMethodHandler[Any, Any]],
+        generic: Sequence[grpc.GenericRpcHandler],
     ) -> None:
         self._chain = chain
         self.by_name = by_name
         self.generic = tuple(generic)
 
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
         handler = self.by_name.get(details.method)
         if handler is not None:
             return handler

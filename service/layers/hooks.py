@@ -42,10 +42,11 @@ class Call:
         "trailers",
     )
 
-    def __init__(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         self.context, self.method = context, method
         # Read once: grpc builds a new tuple of str on every invocation_metadata() call.
-        self.metadata: tuple[tuple[str, str | bytes], ...] = context.invocation_metadata() or ()
+        # grpc.aio gives a tuple of (key, value) tuples; its stubs say Metadata (no cast: a call per call).
+        self.metadata: tuple[tuple[str, str | bytes], ...] = context.invocation_metadata() or ()  # type: ignore[assignment]
         self._peer: str | None = None
         self.started = time.perf_counter()
         # UNKNOWN until the chain knows better: it sets the code before any exit hook runs.
@@ -108,7 +109,7 @@ class Method:
 
     name: str
     known: bool
-    handler: grpc.RpcMethodHandler
+    handler: grpc.RpcMethodHandler[Any, Any]
 
     @property
     def label(self) -> str:

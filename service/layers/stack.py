@@ -19,7 +19,6 @@ from .limits import ConcurrencyLimit, RateLimit
 from .load_report import LoadReport
 from .metrics import Metrics
 from .request_id import RequestId
-from .tracing import Tracing
 from .wire import Wire
 
 if TYPE_CHECKING:
@@ -49,7 +48,11 @@ def server_layers(
     # outcome, including refusals (the chain turns an exception from any layer into INTERNAL);
     # the concurrency cap refuses before any work; the rate limit needs the principal auth names;
     # the wire layer is innermost so that a refused call's body is never decoded.
-    tracing: list[Layer] = [Tracing(tracer.get_tracer("hello-grpc-service"))] if tracer else []
+    tracing: list[Layer] = []
+    if tracer is not None:
+        from .tracing import Tracing  # the [tracing] extra: imported only when tracing is on
+
+        tracing = [Tracing(tracer.get_tracer("hello-grpc-service"))]
     rate: list[Layer] = []
     if limits.per_second:
         burst = limits.burst or max(1, int(limits.per_second))
