@@ -16,9 +16,9 @@ from typing import IO, Any, TextIO
 
 import orjson
 import structlog
-from structlog.contextvars import STRUCTLOG_KEY_PREFIX, STRUCTLOG_KEY_PREFIX_LEN
 from structlog.typing import EventDict, Processor
 
+from .borrowed import STRUCTLOG_KEY_PREFIX, STRUCTLOG_KEY_PREFIX_LEN
 from .settings import LogSettings
 
 try:

@@ -21,6 +21,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from .borrowed import histogram_values
+
 if TYPE_CHECKING:
     from .registry import Registry
 
@@ -105,8 +107,7 @@ class MethodMetrics:
         self._pushed: list[float] = [0, 0, 0]
         self._handled_pushed: dict[grpc.StatusCode, int] = {}
         # Handling seconds: a count per bucket (the last one is +Inf) and their sum.
-        self._histogram = family.seconds.labels(*labels)
-        self._bounds = tuple(self._histogram._upper_bounds)
+        self._bounds, self._bucket_values, self._sum_value = histogram_values(family.seconds.labels(*labels))
         self._buckets = [0] * len(self._bounds)
         self._seconds = 0.0
         self._buckets_pushed: list[float] = [0] * len(self._bounds)
@@ -130,12 +131,10 @@ class MethodMetrics:
         self._push_histogram()
 
     def _push_histogram(self) -> None:
-        # prometheus-client has no public way to add to a bucket's count: its Histogram keeps one
-        # value per bucket (non-cumulative, as here) and one for the sum, in memory or in the
+        # Into the histogram's own values (service/borrowed.py): in memory or in the workers'
         # multiprocess files alike. test_metrics holds these series to the calls made.
-        histogram = self._histogram
-        _add_since_last_push(self._buckets, histogram._buckets, self._buckets_pushed)
-        _add_since_last_push((self._seconds,), (histogram._sum,), self._seconds_pushed)
+        _add_since_last_push(self._buckets, self._bucket_values, self._buckets_pushed)
+        _add_since_last_push((self._seconds,), (self._sum_value,), self._seconds_pushed)
 
 
 @dataclass(frozen=True)

@@ -363,3 +363,21 @@ async def test_the_error_ratio_alert_fires_on_a_pods_first_errors(pki: Pki, tmp_
         (tmp_path / f"{name}.test.yaml").write_text(test)
         result = run(["promtool", "test", "rules", f"{name}.test.yaml"], clean_env(), 60, tmp_path)
         assert result.returncode == 0, name + result.stdout + result.stderr
+
+
+def test_the_borrowed_histogram_internals_are_checked_and_a_change_fails_loudly() -> None:
+    from prometheus_client import Histogram
+
+    from service.borrowed import check_prometheus_client
+
+    check_prometheus_client()  # the locked release: what the hot path borrows works
+
+    class Renamed(Histogram):
+        """prometheus-client as a release that renamed its per-bucket values would be."""
+
+        def _metric_init(self) -> None:
+            super()._metric_init()
+            self._bucket_values, self._buckets = self._buckets, None
+
+    with pytest.raises(ImportError, match=r"prometheus-client .* changed the Histogram internals"):
+        check_prometheus_client(Renamed)
