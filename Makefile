@@ -94,15 +94,17 @@ $(WHEELHOUSE).stamp: requirements.lock requirements-build.lock | $(BIN)/.install
 wheelhouse: $(WHEELHOUSE).stamp ## Download the wheels deploy/Dockerfile installs into build/wheelhouse
 
 # Built without network (--network=none proves the build hermetic) in the docker format, which keeps
-# the HEALTHCHECK. The image this tag named before is removed when nothing else uses it, so repeated
-# builds do not fill the store.
+# the HEALTHCHECK. The image this tag named before is removed once no tag names it (podman refuses
+# if a container uses it), so repeated builds do not fill the store.
 image: system-tools $(WHEELHOUSE).stamp ## Build $(IMAGE) with podman on a Debian base made here (needs root)
 	@set -o pipefail; $(PODMAN) image exists $(BASE_IMAGE) || { echo "making $(BASE_IMAGE)"; \
 	    deploy/podman/debian-base.sh | $(PODMAN) import --quiet - $(BASE_IMAGE); }
 	@old=$$($(PODMAN) image inspect --format '{{.Id}}' $(IMAGE) 2>/dev/null); \
 	$(PODMAN) build --format docker --network=none --build-arg BASE=$(BASE_IMAGE) -f deploy/Dockerfile -t $(IMAGE) . \
 	&& new=$$($(PODMAN) image inspect --format '{{.Id}}' $(IMAGE)) \
-	&& if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then $(PODMAN) rmi "$$old" >/dev/null 2>&1 || true; fi
+	&& if [ -n "$$old" ] && [ "$$old" != "$$new" ] \
+	    && [ "$$($(PODMAN) image inspect --format '{{len .RepoTags}}' "$$old")" = 0 ]; then \
+	    $(PODMAN) rmi "$$old" >/dev/null 2>&1 || echo "kept the previous $(IMAGE) ($$old): in use"; fi
 
 $(GENERATED): $(PROTOS) scripts/gen_protos.py | $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py

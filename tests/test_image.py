@@ -52,12 +52,15 @@ def health(port: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
+def image() -> Iterator[str]:
     """make image, tagged for this checkout: the base is made only on a machine that lacks it."""
     env = {k: v for k, v in clean_env().items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     result = run(["make", "--no-print-directory", "-C", str(ROOT), "image", f"IMAGE={IMAGE}"], env, 840)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return IMAGE
+    yield IMAGE
+    # The tag goes (the image too, unless another tag names it): clones in new folders, as CI makes,
+    # would otherwise leave an image each. The base and the build stage's layers stay as the cache.
+    podman("rmi", IMAGE)
 
 
 class SecretVolume:
