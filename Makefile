@@ -96,7 +96,7 @@ wheelhouse: $(WHEELHOUSE).stamp ## Download the wheels deploy/Dockerfile install
 # Built without network (--network=none proves the build hermetic) in the docker format, which keeps
 # the HEALTHCHECK. The image this tag named before is removed once no tag names it (podman refuses
 # if a container uses it), so repeated builds do not fill the store.
-image: system-tools $(WHEELHOUSE).stamp ## Build $(IMAGE) with podman on a Debian base made here (needs root)
+image: system-tools $(WHEELHOUSE).stamp ## Build the image (IMAGE=localhost/hello-grpc-service:dev) with podman on a Debian base made here (root)
 	@set -o pipefail; $(PODMAN) image exists $(BASE_IMAGE) || { echo "making $(BASE_IMAGE)"; \
 	    deploy/podman/debian-base.sh | $(PODMAN) import --quiet - $(BASE_IMAGE); }
 	@old=$$($(PODMAN) image inspect --format '{{.Id}}' $(IMAGE) 2>/dev/null); \
