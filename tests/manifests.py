@@ -131,9 +131,9 @@ def drift(dockerfile: str, docs: dict[str, dict[str, Any]]) -> list[str]:
     if len(entrypoint) != 1 or entrypoint[0] not in scripts:
         problems.append(f"ENTRYPOINT {entrypoint} is not one of the project's scripts {sorted(scripts)}")
     venvs = [args.split()[-1] for kw, args in steps if kw == "COPY" and args.startswith("--from=")]
-    path = " ".join(args for kw, args in steps if kw == "ENV" and "PATH=" in args)
-    if not any(f"PATH={venv}/bin:" in path for venv in venvs):
-        problems.append(f"the image's PATH ({path}) does not start with the bin of what it copies in ({venvs})")
+    env = " ".join(args for kw, args in steps if kw == "ENV")
+    if not any(f"PATH={venv}/bin:" in env for venv in venvs):
+        problems.append(f"the image's ENV ({env}) does not put the bin of what it copies in ({venvs}) first on PATH")
     if spec.get("command") not in (None, entrypoint):
         problems.append(f"the Deployment's command {spec['command']} is not the image's ENTRYPOINT")
     # Probes: the HEALTHCHECK asks the same plaintext port as the kubelet's three probes.
@@ -149,8 +149,10 @@ def drift(dockerfile: str, docs: dict[str, dict[str, Any]]) -> list[str]:
             **{probe: str(spec[probe]["grpc"]["port"]) for probe in PROBES},
             settings=str(configured.health_port),
         )
-        if command[0] not in scripts or "--plaintext" not in command:
-            problems.append(f"HEALTHCHECK {command} must run one of the project's scripts, in plaintext")
+        if command[0] not in scripts or "--plaintext" not in command or "--timeout" not in command:
+            problems.append(
+                f"HEALTHCHECK {command} must run one of the project's scripts, in plaintext, with a timeout"
+            )
         elif float(command[command.index("--timeout") + 1]) >= float(options.get("timeout", "30s").rstrip("s")):
             problems.append(f"HEALTHCHECK {command} must give up before its own --timeout={options.get('timeout')}")
     # Paths: the files the ConfigMap names live in the pod's Secret mounts.
@@ -159,7 +161,7 @@ def drift(dockerfile: str, docs: dict[str, dict[str, Any]]) -> list[str]:
         if key.endswith("_FILE") and str(Path(path).parent) not in mounts:
             problems.append(f"{key}={path} is in no volume mount {sorted(mounts)}")
     # Settings the image sets itself must say what the ConfigMap says.
-    image_env = dict(re.findall(r"(HELLO_\w+)=(\S+)", " ".join(args for kw, args in steps if kw == "ENV")))
+    image_env = dict(re.findall(r"(HELLO_\w+)=(\S+)", env))
     for key, value in image_env.items():
         if key in settings_env(docs) and settings_env(docs)[key] != value:
             problems.append(f"{key}: ENV says {value}, the ConfigMap says {settings_env(docs)[key]}")
