@@ -30,9 +30,23 @@ DEPLOY_VENV := .venv-deploy
 
 # Programs the tests drive, as command:Debian-package; installed with apt-get where missing.
 SYSTEM_TOOLS := kubectl:kubectl prometheus:prometheus promtool:prometheus h2load:nghttp2-client nghttp:nghttp2-client \
-	openssl:openssl taskset:util-linux valgrind:valgrind callgrind_control:valgrind
+	openssl:openssl taskset:util-linux valgrind:valgrind callgrind_control:valgrind \
+	podman:podman runc:runc mmdebstrap:mmdebstrap
 
-.PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets proto certs run test lint fmt lock wheel clean
+# The container image (make image; tests/test_image.py runs it as deploy/k8s would). No image can be
+# pulled here, so its base is a Debian bookworm root file system that deploy/podman/debian-base.sh
+# makes from Debian's packages, imported into podman's store under a tag naming that script's hash:
+# the base is made once and again only when its recipe changes. podman reads our containers.conf.
+IMAGE ?= localhost/hello-grpc-service:dev
+PODMAN := CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf podman
+BASE_IMAGE := localhost/hello-debian-base:bookworm-$(shell sha256sum deploy/podman/debian-base.sh | cut -c1-12)
+WHEELHOUSE := build/wheelhouse
+# The wheels for the image's Python (CPython 3.11 on glibc, both bases), whatever Python runs make.
+ARCH := $(shell uname -m)
+WHEEL_TARGET := --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
+	--platform manylinux2014_$(ARCH) $(foreach v,17 24 27 28 31 34 35 36,--platform manylinux_2_$(v)_$(ARCH))
+
+.PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse image proto certs run test lint fmt lock wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -80,6 +94,28 @@ k8s-secrets: ## Create the hello-tls and hello-tokens Secrets from certs/ in the
 	    --from-file=ca.crt=certs/ca.pem --dry-run=client -o yaml | kubectl apply -f -
 	kubectl -n hello create secret generic hello-tokens --from-file=tokens=certs/token \
 	    --dry-run=client -o yaml | kubectl apply -f -
+
+# Every wheel the image installs, from the hash-locked requirements, so its build needs no network.
+$(WHEELHOUSE).stamp: requirements-tracing.lock requirements-build.lock | $(BIN)/.installed
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --require-hashes --no-deps $(WHEEL_TARGET) \
+	    -d $(WHEELHOUSE) -r requirements-tracing.lock -r requirements-build.lock
+	@touch $@
+
+wheelhouse: $(WHEELHOUSE).stamp ## Download the wheels deploy/Dockerfile installs into build/wheelhouse
+
+# Built without network (--network=none proves the build hermetic) in the docker format, which keeps
+# the HEALTHCHECK. The image this tag named before is removed once no tag names it (podman refuses
+# if a container uses it), so repeated builds do not fill the store.
+image: system-tools $(WHEELHOUSE).stamp ## Build the image (IMAGE=localhost/hello-grpc-service:dev) with podman on a Debian base made here (root)
+	@set -o pipefail; $(PODMAN) image exists $(BASE_IMAGE) || { echo "making $(BASE_IMAGE)"; \
+	    deploy/podman/debian-base.sh | $(PODMAN) import --quiet - $(BASE_IMAGE); }
+	@old=$$($(PODMAN) image inspect --format '{{.Id}}' $(IMAGE) 2>/dev/null); \
+	$(PODMAN) build --format docker --network=none --build-arg BASE=$(BASE_IMAGE) -f deploy/Dockerfile -t $(IMAGE) . \
+	&& new=$$($(PODMAN) image inspect --format '{{.Id}}' $(IMAGE)) \
+	&& if [ -n "$$old" ] && [ "$$old" != "$$new" ] \
+	    && [ "$$($(PODMAN) image inspect --format '{{len .RepoTags}}' "$$old")" = 0 ]; then \
+	    $(PODMAN) rmi "$$old" >/dev/null 2>&1 || echo "kept the previous $(IMAGE) ($$old): in use"; fi
 
 $(GENERATED): $(PROTOS) scripts/gen_protos.py | $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py

@@ -21,6 +21,8 @@ from service.server import BuiltServer, build_server
 from service.settings import ClientSettings, Settings
 from service.tokens import parse_tokens
 
+from .manifests import VARIANTS, render
+
 # Every secret a test makes is registered here; at the end of the session all captured output,
 # failure reports and server process output are searched for each (see pytest_sessionfinish).
 SECRETS: set[str] = set()
@@ -113,6 +115,13 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("HELLO_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """kubectl kustomize output for the base and each overlay (tests/manifests.py reads it)."""
+    out = tmp_path_factory.mktemp("rendered")
+    return {variant: render(variant, out) for variant in VARIANTS}
 
 
 def server_settings(pki: Pki, *, mtls: bool = False, **overrides: Any) -> Settings:

@@ -1,5 +1,5 @@
 """deploy/: every overlay renders, validates against Kubernetes' schemas, passes checkov and hadolint,
-and says what the settings model says (ports, probes, HELLO_* names, grace periods)."""
+and says what the settings model and the Dockerfile say (ports, EXPOSE, UID, probes, paths, HELLO_* names)."""
 
 from __future__ import annotations
 
@@ -9,35 +9,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import BaseModel
 
 from service.settings import ENV_PREFIX, Settings
 
+from .manifests import (
+    DEPLOY,
+    DOCKERFILE,
+    PROBES,
+    ROOT,
+    VARIANTS,
+    config_map,
+    container,
+    drift,
+    instructions,
+    manifest_settings,
+    objects,
+    pod_spec,
+    settings_env,
+)
 from .processes import clean_env, run
 
-ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
 TOOLS = ROOT / ".venv-deploy" / "bin"
-VARIANTS = ["base", "overlays/prod", "overlays/dev"]
 KUBERNETES_VERSIONS = ["1.30.0", None]  # None: the newest kubernetes-validate bundles
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """kubectl kustomize output for the base and each overlay."""
-    out = tmp_path_factory.mktemp("rendered")
-    files = {}
-    for variant in VARIANTS:
-        result = run(["kubectl", "kustomize", str(DEPLOY / "k8s" / variant)], clean_env(), 60)
-        assert result.returncode == 0, result.stderr
-        files[variant] = out / (variant.replace("/", "-") + ".yaml")
-        files[variant].write_text(result.stdout)
-    return files
-
-
-def objects(path: Path) -> dict[str, dict[str, Any]]:
-    return {doc["kind"] + "/" + doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(path.read_text()) if doc}
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS, ids=["1.30", "newest"])
@@ -62,7 +56,8 @@ def test_checkov_finds_nothing(rendered: dict[str, Path]) -> None:
     assert failed == []
     assert passed > 100  # both frameworks really ran
     skipped = {c["check_id"] for report in reports for c in report["results"].get("skipped_checks", [])}
-    assert skipped == {"CKV_K8S_43", "CKV_K8S_15"}  # the dev overlay's, each with its reason in the manifest
+    # The dev overlay's two, each with its reason in the manifest; the Dockerfile's FROM ${BASE} (its reason there).
+    assert skipped == {"CKV_K8S_43", "CKV_K8S_15", "CKV_DOCKER_7"}
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -81,35 +76,23 @@ def _env_names(model: type[BaseModel], prefix: str) -> set[str]:
     return names
 
 
-def _settings_env(docs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    [config] = [doc for key, doc in docs.items() if key.startswith("ConfigMap/hello-settings")]
-    return dict(config["data"])
-
-
-def _container(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    [container] = docs["Deployment/hello"]["spec"]["template"]["spec"]["containers"]
-    return container
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_manifests_match_the_settings_model(rendered: dict[str, Path], variant: str) -> None:
     docs = objects(rendered[variant])
-    env = _settings_env(docs)
+    env = settings_env(docs)
     # Every HELLO_* name is one the settings model reads, and the values parse.
     assert set(env) <= _env_names(Settings, ENV_PREFIX), set(env) - _env_names(Settings, ENV_PREFIX)
-    values = {k: v for k, v in env.items() if not k.endswith("_FILE")}
-    parsed = Settings(_env_file=None, **_nested(values))  # type: ignore[call-arg]
-    container = _container(docs)
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    parsed = manifest_settings(docs)
+    spec = container(docs)
+    ports = {p["name"]: p["containerPort"] for p in spec["ports"]}
     assert ports == {"grpc": parsed.port, "health": parsed.health_port, "metrics": parsed.metrics_port}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == parsed.health_port
+    for probe in PROBES:
+        assert spec[probe]["grpc"]["port"] == parsed.health_port
     # Readiness asks for the whole server (""), which turns NOT_SERVING on drain whatever the app serves.
-    assert "service" not in container["readinessProbe"]["grpc"]
-    pod = docs["Deployment/hello"]["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > parsed.drain_seconds + parsed.shutdown_grace_seconds
+    assert "service" not in spec["readinessProbe"]["grpc"]
+    assert pod_spec(docs)["terminationGracePeriodSeconds"] > parsed.drain_seconds + parsed.shutdown_grace_seconds
     # Files named in settings live in mounted Secret directories (never subPath mounts).
-    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    mounts = {m["mountPath"]: m for m in spec["volumeMounts"]}
     assert all("subPath" not in m for m in mounts.values())
     for key, path in env.items():
         if key.endswith("_FILE"):
@@ -120,37 +103,73 @@ def test_manifests_match_the_settings_model(rendered: dict[str, Path], variant: 
     assert (headless["port"], headless["targetPort"]) == (parsed.port, "grpc")
 
 
-def _nested(env: dict[str, str]) -> dict[str, Any]:
-    """HELLO_TLS__CERT_FILE=x -> {"tls": {"cert_file": "x"}}, as pydantic-settings reads the environment."""
-    values: dict[str, Any] = {}
-    for key, value in env.items():
-        *parents, leaf = key.removeprefix(ENV_PREFIX).lower().split("__")
-        target = values
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = value
-    return values
-
-
 def test_prod_turns_on_mutual_tls(rendered: dict[str, Path]) -> None:
-    env = _settings_env(objects(rendered["overlays/prod"]))
+    env = settings_env(objects(rendered["overlays/prod"]))
     assert env["HELLO_TLS__CLIENT_CA_FILE"] == "/etc/hello/tls/ca.crt"
     assert env["HELLO_AUTH__MODE"] == "token+mtls"
-    image = _container(objects(rendered["overlays/prod"]))["image"]
+    image = container(objects(rendered["overlays/prod"]))["image"]
     assert re.fullmatch(r"[\w./-]+@sha256:[0-9a-f]{64}", image)
 
 
-def test_dockerfile_matches_the_deployment(rendered: dict[str, Path]) -> None:
-    dockerfile = (DEPLOY / "Dockerfile").read_text()
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert f"EXPOSE {defaults.port} {defaults.health_port}" in dockerfile
-    assert f'"--target", "127.0.0.1:{defaults.health_port}"' in dockerfile
-    pod = objects(rendered["base"])["Deployment/hello"]["spec"]["template"]["spec"]
-    assert f"USER {pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}" in dockerfile
-    assert int(pod["securityContext"]["runAsUser"]) >= 10000
-    for line in dockerfile.splitlines():
-        if line.startswith("FROM "):
-            assert re.search(r"@sha256:[0-9a-f]{64}", line), line
+def test_dockerfile_pins_its_base() -> None:
+    steps = instructions(DOCKERFILE.read_text())
+    [base] = [args.partition("=")[2] for keyword, args in steps if keyword == "ARG" and args.startswith("BASE=")]
+    assert re.fullmatch(r"[\w./:-]+@sha256:[0-9a-f]{64}", base), base
+    for keyword, args in steps:
+        if keyword == "FROM":
+            assert re.match(r"(\$\{BASE\}|\S+@sha256:[0-9a-f]{64})( |$)", args), args
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_dockerfile_manifests_and_settings_agree(rendered: dict[str, Path], variant: str) -> None:
+    assert drift(DOCKERFILE.read_text(), objects(rendered[variant])) == []
+
+
+# Each edit makes the Dockerfile disagree with the manifests or the settings; the drift check must say so.
+DOCKERFILE_DRIFTS = {
+    "EXPOSE without the metrics port": ("EXPOSE 50051 8081 8082", "EXPOSE 50051 8081"),
+    "another USER": ("USER 10001:10001", "USER 10002:10001"),
+    "a low UID everywhere": ("USER 10001:10001", "USER 101:10001"),
+    "HEALTHCHECK on another port": ('"127.0.0.1:8081"', '"127.0.0.1:8083"'),
+    "HEALTHCHECK outlasting its timeout": ('"--timeout", "2"', '"--timeout", "5"'),
+    "ENTRYPOINT no script": ('ENTRYPOINT ["hello-server"]', 'ENTRYPOINT ["hello_server"]'),
+    "PATH without the virtualenv": ("PATH=/opt/hello/bin:", "PATH=/usr/local/bin:"),
+    "ENV against the ConfigMap": ("HELLO_LOG__FORMAT=json", "HELLO_LOG__FORMAT=console"),
+}
+
+
+@pytest.mark.parametrize(("old", "new"), DOCKERFILE_DRIFTS.values(), ids=list(DOCKERFILE_DRIFTS))
+def test_drift_in_the_dockerfile_is_caught(rendered: dict[str, Path], old: str, new: str) -> None:
+    dockerfile = DOCKERFILE.read_text()
+    assert old in dockerfile
+    assert drift(dockerfile.replace(old, new), objects(rendered["base"])) != []
+
+
+def _set(docs: dict[str, dict[str, Any]], where: str, value: object) -> None:
+    """Set the value at a /-separated path in the Deployment's container (in the ConfigMap if it starts data/)."""
+    *parents, leaf = where.split("/")
+    target: Any = config_map(docs) if where.startswith("data/") else container(docs)
+    for key in parents:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    target[int(leaf) if isinstance(target, list) else leaf] = value
+
+
+MANIFEST_DRIFTS = {
+    "a probe on another port": ("readinessProbe/grpc/port", 8083),
+    "the container as another user": ("securityContext/runAsUser", 10002),
+    "a containerPort not exposed": ("ports/2/containerPort", 9090),
+    "the ConfigMap moving the health port": ("data/HELLO_HEALTH_PORT", "8083"),
+    "a Secret mounted elsewhere": ("volumeMounts/1/mountPath", "/etc/hello/secrets"),
+    "a command the image lacks": ("command", ["/usr/local/bin/hello-server"]),
+}
+
+
+@pytest.mark.parametrize(("where", "value"), MANIFEST_DRIFTS.values(), ids=list(MANIFEST_DRIFTS))
+def test_drift_in_the_manifests_is_caught(rendered: dict[str, Path], where: str, value: object) -> None:
+    docs = objects(rendered["base"])
+    assert drift(DOCKERFILE.read_text(), docs) == []
+    _set(docs, where, value)
+    assert drift(DOCKERFILE.read_text(), docs) != []
 
 
 RECOMMENDED = {"name", "instance", "version", "component", "part-of", "managed-by"}
@@ -256,11 +275,11 @@ def test_the_certificate_writes_exactly_the_secret_the_deployment_mounts(rendere
     certificate = _certificate(docs)
     deployment = docs["Deployment/hello"]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    mounts = {m["mountPath"]: m["name"] for m in _container(docs)["volumeMounts"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(docs)["volumeMounts"]}
     assert certificate["spec"]["secretName"] == volumes["tls"]["secret"]["secretName"]
     assert certificate["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     # Every TLS file the settings name is in that Secret's mount, under a key cert-manager writes.
-    env = _settings_env(docs)
+    env = settings_env(docs)
     tls_files = {Path(v) for k, v in env.items() if k.startswith("HELLO_TLS__") and k.endswith("_FILE")}
     assert {mounts[str(path.parent)] for path in tls_files} == {"tls"}
     assert {path.name for path in tls_files} == CERT_MANAGER_KEYS  # prod reads all three (mTLS: ca.crt)
