@@ -22,7 +22,10 @@ def clean_env(**settings: object) -> dict[str, str]:
 
     GRPC_VERBOSITY goes too, so child processes run with the defaults a user gets.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HELLO_") and k != "GRPC_VERBOSITY"}
+    # make's own variables go too: under `make test` a child `make run` would think itself a
+    # sub-make and print "Entering directory" lines, which a user's shell never sees.
+    dropped = {"GRPC_VERBOSITY", "MAKELEVEL", "MAKEFLAGS", "MFLAGS"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELLO_") and k not in dropped}
     env.update({key: str(value) for key, value in settings.items()})
     return env
 
