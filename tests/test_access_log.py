@@ -137,11 +137,11 @@ async def test_request_id_round_trip(pki: Pki, sent: str | None, kept: bool, nam
     with capture_logs(processors=[merge_contextvars]) as logs:
         async with running(server_settings(pki)) as built:
             code, initial, trailing = await _call_with_request_id(pki, built.port, sent, name)
-    returned = dict(trailing)["x-request-id"]
+    returned = dict(list(trailing))["x-request-id"]
     assert returned == sent if kept else HEX32.fullmatch(returned)
     assert code == (grpc.StatusCode.OK if name else grpc.StatusCode.INVALID_ARGUMENT)
     # Unary replies carry it in the trailers only: headers of our own would cost a write per call.
-    assert "x-request-id" not in dict(initial)
+    assert "x-request-id" not in dict(list(initial))
     [line] = rpc_lines(logs)
     assert line["request_id"] == returned
 
@@ -156,6 +156,6 @@ async def test_streaming_replies_send_the_request_id_with_their_headers(pki: Pki
             replies = [reply.index async for reply in call]
             trailing = await call.trailing_metadata()
     # Before the first reply, so a client can log the id while the stream lasts.
-    assert dict(initial)["x-request-id"] == "stream-1"
-    assert dict(trailing)["x-request-id"] == "stream-1"
+    assert dict(list(initial))["x-request-id"] == "stream-1"
+    assert dict(list(trailing))["x-request-id"] == "stream-1"
     assert replies == [1, 2]

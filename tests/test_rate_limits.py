@@ -13,6 +13,7 @@ import pytest
 from service.client import check_health, create_channel, say_hello
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.hello import HelloServicer
+from service.server import build_server
 
 from .conftest import Pki, client_settings, running, secret, server_settings
 
@@ -52,7 +53,7 @@ async def test_noisy_principal_is_limited_and_others_are_not(pki: Pki, tokens: P
         assert error is not None
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error.details().startswith("rate limit of 0.5 calls per second exceeded; retry after ")
-        trailers = dict(error.trailing_metadata() or ())
+        trailers = dict(list(error.trailing_metadata() or ()))
         assert 0 < float(trailers["retry-after"]) <= 2
         assert "x-request-id" in trailers
 
@@ -91,12 +92,27 @@ async def test_concurrency_cap_refuses_beyond_it_and_recovers(pki: Pki) -> None:
     assert refused.details() == "server busy: 2 calls in flight; retry shortly"
 
 
+class _on_both_loopbacks(running):
+    """``running``, and the main server listening on ::1 too, at the same port and with the same TLS:
+    two peer addresses on one machine (grpc binds only 127.0.0.1 for "localhost" on some releases)."""
+
+    def __init__(self, settings: Any, pki: Pki) -> None:
+        super().__init__(settings)
+        self._pki = pki
+
+    async def __aenter__(self) -> Any:
+        built = await build_server(self._settings)
+        key_pair = (self._pki.server_key.read_bytes(), self._pki.server.read_bytes())
+        built.server.add_secure_port(f"[::1]:{built.port}", grpc.ssl_server_credentials([key_pair]))
+        self._built = built
+        for server in built.servers:
+            await server.start()
+        return built
+
+
 async def test_peer_failing_auth_is_refused_while_other_peers_are_served(pki: Pki) -> None:
-    settings = server_settings(
-        pki, host="localhost", rate_limit={"auth_failure_burst": 3, "auth_failures_per_second": 0.1}
-    )
-    async with running(settings) as built:
-        # localhost binds 127.0.0.1 and ::1: two peer addresses on one machine.
+    settings = server_settings(pki, rate_limit={"auth_failure_burst": 3, "auth_failures_per_second": 0.1})
+    async with _on_both_loopbacks(settings, pki) as built:
         bad = client_settings(pki, built.port, target=f"ipv4:127.0.0.1:{built.port}", server_name="localhost")
         good = client_settings(pki, built.port, target=f"ipv6:[::1]:{built.port}", server_name="localhost")
         async with create_channel(bad.model_copy(update={"token": None})) as guesser:

@@ -56,7 +56,7 @@ async def refusal(call: Callable[[], Awaitable[Any]]) -> tuple[grpc.aio.AioRpcEr
         detail = kind()
         packed.Unpack(detail)
         details.append(detail)
-    return error, dict(error.trailing_metadata() or ()), details
+    return error, dict(list(error.trailing_metadata() or ())), details
 
 
 def say(stub: Any, name: str = "x", timeout: float = 5) -> Callable[[], Awaitable[Any]]:

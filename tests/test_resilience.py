@@ -130,7 +130,10 @@ async def test_retries_stop_when_every_backend_fails(pki: Pki, backends: Any) ->
     for servicer in servicers:
         servicer.failing = grpc.StatusCode.UNAVAILABLE
     settings = balanced(pki, servers)
-    calls = 200
+    # Fewer at once than a connection's 100 streams (HELLO_GRPC__MAX_CONCURRENT_STREAMS): a burst
+    # over it on a connection whose SETTINGS have not arrived yet is refused (RST_STREAM) by grpc
+    # 1.78 before any handler sees it, and would not count as an attempt.
+    calls = 90
     async with create_channel(settings) as channel:
         results = await asyncio.gather(*(outcome(channel) for _ in range(calls)))
         first = sum(len(s.attempts) for s in servicers)
