@@ -183,10 +183,12 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--each-layer", action="store_true", help="also count ours without each layer in turn")
     parser.add_argument("--record", action="store_true", help=f"write the counts to {COMMITTED.name} (implies all)")
-    parser.add_argument("variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("variants", nargs="*", help=f"of {', '.join(VARIANTS)} (default: all)")
     args = parser.parse_args()
-    if args.record:
-        args.variants, args.each_layer = list(VARIANTS), True
+    if unknown := set(args.variants) - set(VARIANTS):
+        parser.error(f"no such variant: {', '.join(sorted(unknown))} (choose from {', '.join(VARIANTS)})")
+    if args.record or not args.variants:
+        args.variants, args.each_layer = list(VARIANTS), args.each_layer or args.record
     bench = new_bench("hello-instructions-", duration=1.0)
     counts = [count(bench, VARIANTS[name], args.calls) for name in args.variants]
     if args.each_layer:
