@@ -34,21 +34,27 @@ class Runtime:
 
 
 def requirements(version: str) -> list[str]:
-    """The project's runtime dependencies with every grpcio package at ``version``.
+    """The project's runtime dependencies with grpcio at ``version`` and its companions at its minor release.
 
     protobuf is left to pip: each grpcio-tools release accepts its own protobuf range, and the
     generated code checks the runtime it finds.
     """
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    major, minor = version.split(".")[:2]
+    # The companion packages (health, reflection, status, tools) do not publish every patch release
+    # grpcio does (1.85.3 has none): theirs is the newest of the same minor release.
+    same_minor = f">={major}.{minor},<{major}.{int(minor) + 1}"
     wanted: list[str] = []
     for dependency in dependencies:
         match = re.match(r"[A-Za-z0-9_.-]+", dependency)
         name = match.group(0).lower() if match else ""
-        if name.startswith("grpcio"):
-            wanted.append(f"{name}=={version}")
+        if name == "grpcio":
+            wanted.append(f"grpcio=={version}")
+        elif name.startswith("grpcio"):
+            wanted.append(f"{name}{same_minor}")
         elif name != "protobuf":
             wanted.append(dependency)
-    return [*wanted, f"grpcio-tools=={version}", "mypy-protobuf"]
+    return [*wanted, f"grpcio-tools{same_minor}", "mypy-protobuf"]
 
 
 def _virtualenv(version: str) -> Path:
