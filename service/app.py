@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -62,9 +63,14 @@ def load_app(reference: str) -> App:
     return app  # type: ignore[no-any-return]
 
 
+# user:password@ in a URL (a database driver's message often holds its connection string).
+_CREDENTIALS_IN_URL = re.compile(r"(?<=://)[^/\s:@]*:[^/\s@]*@")
+
+
 def _said(exc: BaseException) -> str:
-    """An exception as one line: its type and its first line, never a traceback."""
+    """An exception as one line: its type and its first line, never a traceback, and no password of a URL."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    first = _CREDENTIALS_IN_URL.sub("***@", first)
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -134,13 +135,20 @@ class _Context:
         headers, self._call.headers = self._call.headers, ()
         await self._context.send_initial_metadata((*metadata, *headers))
 
+    def _with_trailers(self, metadata: Any) -> tuple[Any, ...]:
+        # The layers' trailers, unless the handler's already hold them (it read and extended them).
+        metadata = tuple(metadata)
+        return (*metadata, *(pair for pair in self._call.trailers if pair not in metadata))
+
     def set_trailing_metadata(self, metadata: Any) -> None:
-        self._context.set_trailing_metadata((*metadata, *self._call.trailers))
+        self._context.set_trailing_metadata(self._with_trailers(metadata))
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
-        if trailing_metadata:
-            trailing_metadata = (*trailing_metadata, *self._call.trailers)
-        await self._context.abort(code, details, trailing_metadata)
+        # grpc keeps the trailers already set only when given none at all (its own empty tuple).
+        await self._context.abort(code, details, self._with_trailers(trailing_metadata) if trailing_metadata else ())
+
+    async def abort_with_status(self, status: Any) -> None:
+        await self.abort(status.code, status.details, status.trailing_metadata)
 
     async def write(self, message: Any) -> None:
         if self._call.headers:
@@ -224,22 +232,28 @@ async def _unimplemented(_request: Any, context: grpc.aio.ServicerContext[Any, A
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method")
 
 
+# Wrapped handlers kept for generic handlers' methods: far more than any service declares.
+MAX_CACHED = 1024
+
+
 class Chain:
     """Layers, outermost first, and the handlers they wrapped (one per method and inner handler)."""
 
     def __init__(self, layers: Iterable[Layer]) -> None:
         self._layers = tuple(layers)
         self.stopping = Stopping()
-        self._wrapped: dict[
+        self._wrapped: OrderedDict[
             tuple[str, int], tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
-        ] = {}
+        ] = OrderedDict()
+        # The methods the registry names (None: every method is); see Method.declared.
+        self._declared: frozenset[str] | None = None
         self._unknown: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(_unimplemented)
 
     def wrap(
         self, name: str, handler: grpc.RpcMethodHandler[Any, Any], *, known: bool = True
     ) -> grpc.RpcMethodHandler[Any, Any]:
         """``handler`` of the method ``name`` ("/pkg.Service/Method") with every layer's hooks about each call."""
-        method = Method(name, known, handler)
+        method = Method(name, known, handler, self._declared is None or name in self._declared)
         hooks = [h for layer in self._layers if (h := layer.hooks(method)) is not None]
         return _wrap(_Plan(method, hooks, self.stopping), handler)
 
@@ -253,15 +267,25 @@ class Chain:
         that was a fifth of the Python function calls per call (cProfile) and 8 % of its
         instructions (callgrind, make bench). Looking the method up in a dict of our own costs one call.
         """
+        self._declared = frozenset(registry.handlers) | {f"/{method}" for method in registry.methods()}
         by_name = {name: self.cached(name, handler) for name, handler in registry.handlers.items()}
         server.add_generic_rpc_handlers((_Fallback(self, by_name, registry.generic),))
 
     def cached(self, name: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        """Like wrap, but once per (name, inner handler): generic handlers hand out the same object each call."""
+        """Like wrap, but once per (name, inner handler): generic handlers hand out the same object each call.
+
+        At most MAX_CACHED, the least recently used forgotten: a generic handler that makes a new
+        handler per call (or serves any name a caller sends) must not grow the cache without end.
+        """
         # The entry holds the inner handler itself, so its id cannot be reused while it is cached.
-        entry = self._wrapped.get((name, id(handler)))
+        key = (name, id(handler))
+        entry = self._wrapped.get(key)
         if entry is None:
-            entry = self._wrapped[(name, id(handler))] = (handler, self.wrap(name, handler))
+            entry = self._wrapped[key] = (handler, self.wrap(name, handler))
+            if len(self._wrapped) > MAX_CACHED:
+                self._wrapped.popitem(last=False)
+        else:
+            self._wrapped.move_to_end(key)
         return entry[1]
 
     def unknown(self, name: str) -> grpc.RpcMethodHandler[Any, Any]:

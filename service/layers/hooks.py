@@ -105,16 +105,22 @@ UNKNOWN_METHOD = "/unknown/unknown"
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    """The method a handler serves: its name, whether it is registered, and its handler."""
+    """The method a handler serves: its name, whether it is served, its handler, and whether it is declared.
+
+    ``declared``: the registry names it (a method of a registered proto service, or registered by
+    name). A catch-all generic handler serves any name a caller sends; only declared ones get
+    metric series and span names of their own, so callers cannot create them by inventing names.
+    """
 
     name: str
     known: bool
     handler: grpc.RpcMethodHandler[Any, Any]
+    declared: bool = True
 
     @property
     def label(self) -> str:
-        """The name it is counted and traced under: its own, or UNKNOWN_METHOD for an unknown one."""
-        return self.name if self.known else UNKNOWN_METHOD
+        """The name it is counted and traced under: its own, or UNKNOWN_METHOD for an unknown or undeclared one."""
+        return self.name if self.known and self.declared else UNKNOWN_METHOD
 
     @property
     def streaming(self) -> bool:

@@ -62,7 +62,7 @@ class Tracing:
         """Span name and attributes fixed per method (methods the server does not have share one name)."""
         name = method.name.lstrip("/")
         attributes: dict[str, AttributeValue] = {RPC_SYSTEM_NAME: "grpc"}
-        if method.known:
+        if method.known and method.declared:
             attributes[RPC_METHOD] = span_name = name
         else:
             attributes |= {RPC_METHOD: OTHER, RPC_METHOD_ORIGINAL: name}
