@@ -30,16 +30,16 @@ def _add_v1_descriptor() -> None:
         pass
     proto = descriptor_pb2.FileDescriptorProto()
     reflection_pb2.DESCRIPTOR.CopyToProto(proto)
-    old, new = proto.package, V1.rsplit(".", 1)[0]
-    proto.name, proto.package = "grpc/reflection/v1/reflection.proto", new
+    old, new = f".{proto.package}.", f".{V1.rsplit('.', 1)[0]}."
+    proto.name, proto.package = "grpc/reflection/v1/reflection.proto", new.strip(".")
     proto.ClearField("options")
     for message in proto.message_type:
         for field in message.field:
             if field.HasField("type_name"):
-                field.type_name = field.type_name.replace(f".{old}.", f".{new}.")
+                field.type_name = field.type_name.replace(old, new)
     for method in proto.service[0].method:
-        method.input_type = method.input_type.replace(f".{old}.", f".{new}.")
-        method.output_type = method.output_type.replace(f".{old}.", f".{new}.")
+        method.input_type = method.input_type.replace(old, new)
+        method.output_type = method.output_type.replace(old, new)
     pool.AddSerializedFile(proto.SerializeToString())
 
 

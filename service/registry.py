@@ -9,7 +9,7 @@ reflection asks the server what is registered).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -82,15 +82,15 @@ class Registry:
         """Every service registered, by full name, in the order of registration."""
         return tuple(self._services)
 
-    def methods(self, services: Sequence[str] | None = None) -> list[str]:
-        """Every method ("pkg.Service/Method") of ``services`` (default: all registered).
+    def methods(self) -> list[str]:
+        """Every method ("pkg.Service/Method") of every registered service.
 
         From protobuf's default pool, where the generated ``_pb2`` module put the service's descriptor;
         a service without one (a hand-written generic handler) has the methods it registered by name.
         """
         pool = descriptor_pool.Default()
         methods: list[str] = []
-        for service in self.services if services is None else services:
+        for service in self.services:
             try:
                 descriptor = pool.FindServiceByName(service)
             except KeyError:

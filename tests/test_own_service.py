@@ -211,6 +211,13 @@ async def _rpc_line(server: ServerProcess, method: str, code: str) -> dict[str, 
             return line
 
 
+async def _cancelled_and_logged(server: ServerProcess, method: str, code: str) -> None:
+    """The handler of ``method`` saw its cancellation, and the access line says ``code``."""
+    cancelled = await server.await_event("handler cancelled", timeout=10)
+    assert cancelled["handler"] == method
+    await _rpc_line(server, method, code)
+
+
 async def test_a_caller_that_cancels_cancels_the_handler(
     inventory: ServerProcess, stub: Any, team_app: TeamApp
 ) -> None:
@@ -218,9 +225,7 @@ async def test_a_caller_that_cancels_cancels_the_handler(
     call = stub.ListItems(team_app.pb.ListItemsRequest(count=1, script=script), timeout=20)
     assert ("started", "yes") in list(await call.initial_metadata())  # the handler is in its sleep now
     call.cancel()
-    cancelled = await inventory.await_event("handler cancelled", timeout=10)
-    assert cancelled["handler"] == "ListItems"
-    await _rpc_line(inventory, "ListItems", "CANCELLED")
+    await _cancelled_and_logged(inventory, "ListItems", "CANCELLED")
 
 
 async def test_a_deadline_cancels_the_handler_and_is_logged_as_the_caller_saw_it(
@@ -228,9 +233,7 @@ async def test_a_deadline_cancels_the_handler_and_is_logged_as_the_caller_saw_it
 ) -> None:
     outcome, _ = await invoke(stub, team_app.pb, "unary", team_app.pb.Script(sleep_seconds=30), timeout=0.5)
     assert outcome.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    cancelled = await inventory.await_event("handler cancelled", timeout=10)
-    assert cancelled["handler"] == "GetItem"
-    await _rpc_line(inventory, "GetItem", "DEADLINE_EXCEEDED")
+    await _cancelled_and_logged(inventory, "GetItem", "DEADLINE_EXCEEDED")
 
 
 async def test_metrics_and_access_log_name_the_teams_methods(

@@ -112,8 +112,9 @@ class _Plan:
                 # sets UNIMPLEMENTED): grpc would send that code and details, and so does the chain.
                 call.code = code
                 await context.abort(code, context.details() or "")
-            call.code = grpc.StatusCode.INTERNAL
-            await internal_error(call).abort(call)
+            else:
+                call.code = grpc.StatusCode.INTERNAL
+                await internal_error(call).abort(call)
 
 
 class _Context:
@@ -168,10 +169,11 @@ def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMeth
     streaming_requests, streaming_responses = handler.request_streaming, handler.response_streaming
 
     def arguments(request: Any, call: Call) -> tuple[Any, Any]:
+        # Every handler gets the wrapper, unary ones too: their metadata merges with the layers'.
+        context = _Context(call, plan)
         if streaming_requests:
-            return (plan.request(call, message) async for message in request), _Context(call, plan)
-        # Unary handlers get the wrapper too: their metadata must merge with the layers' as a stream's does.
-        return plan.request(call, request), _Context(call, plan)
+            return (plan.request(call, message) async for message in request), context
+        return plan.request(call, request), context
 
     if not inspect.isasyncgenfunction(behavior):
         # A unary reply, or a stream the handler writes with context.write and ends by returning.
