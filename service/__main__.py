@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from .cli.server import main
+from .cli.hello_server import main
 
 sys.exit(main())

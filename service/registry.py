@@ -17,7 +17,7 @@ import grpc
 from google.protobuf import descriptor_pool
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from .config.settings import Settings
 
 
 class DuplicateService(ValueError):

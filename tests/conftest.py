@@ -15,11 +15,11 @@ import pytest
 # Keep grpc's C core quiet in the test output (it reads this when grpc is first imported).
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from service.certs import write_dev_pki
 from service.client import create_channel
-from service.server import BuiltServer, build_server
-from service.settings import ClientSettings, Settings
-from service.tokens import parse_tokens
+from service.config.settings import ClientSettings, Settings
+from service.security.dev_pki import write_dev_pki
+from service.security.tokens import parse_tokens
+from service.server.factory import BuiltServer, build_server
 
 from .manifests import VARIANTS, render
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from service.settings import ENV_PREFIX, Settings
+from service.config.settings import ENV_PREFIX, Settings
 
 from .processes import clean_env, run
 

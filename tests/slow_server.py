@@ -14,12 +14,12 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 import grpc
 import structlog
 
+from service.config.settings import Settings, load
 from service.generated.rpc_package import helloworld_pb2
 from service.generated.rpc_package.helloworld_pb2_grpc import add_HelloWorldServiceServicer_to_server
 from service.hello import HelloServicer
-from service.logs import configure_logging
-from service.runner import serve
-from service.settings import Settings, load
+from service.observability.logs import configure_logging
+from service.server.lifecycle import serve
 
 
 class SlowHello(HelloServicer):

@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from service.client import check_health, create_channel, say_hello
 from service.generated.rpc_package import helloworld_pb2
-from service.server import BuiltServer
+from service.server.factory import BuiltServer
 
 from .conftest import Pki, client_settings, secret, tokenless_channel
 

@@ -15,11 +15,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from service.certs import make_leaf, write_pair
 from service.client import create_channel, say_hello, say_hello_repeated
 from service.errors import ConfigError
 from service.generated.rpc_package import helloworld_pb2 as pb
-from service.server import build_server
+from service.security.dev_pki import make_leaf, write_pair
+from service.server.factory import build_server
 
 from .conftest import Pki, client_settings, running, server_settings, tokenless_channel
 from .spy import SpyServicer

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from service.client import create_channel, say_hello
-from service.server import BuiltServer
+from service.server.factory import BuiltServer
 
 from .conftest import Pki, client_settings, running, server_settings
 from .spy import SpyServicer

@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from structlog.testing import capture_logs
 
-from service.certs import make_leaf
 from service.client import create_channel, say_hello
+from service.security.dev_pki import make_leaf
 
 from .conftest import Pki, client_settings, running, server_settings
 

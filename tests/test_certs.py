@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from service.tokens import MIN_TOKEN_LENGTH, parse_tokens
+from service.security.tokens import MIN_TOKEN_LENGTH, parse_tokens
 
 from .processes import BIN, clean_env, run
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.server import BuiltServer
+from service.server.factory import BuiltServer
 
 from .conftest import Pki, running, server_settings
 from .processes import BIN, ServerProcess, clean_env, pki_env, run

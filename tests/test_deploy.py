@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from service.settings import ENV_PREFIX, Settings
+from service.config.settings import ENV_PREFIX, Settings
 
 from .manifests import (
     DEPLOY,

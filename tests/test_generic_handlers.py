@@ -17,7 +17,7 @@ from service.client import create_channel, say_hello
 from service.hello import register as register_hello
 from service.layers.chain import MAX_CACHED
 from service.registry import Registry
-from service.server import BuiltServer
+from service.server.factory import BuiltServer
 
 from .conftest import Pki, client_settings, running, secret, server_settings
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.server import BuiltServer
+from service.server.factory import BuiltServer
 
 from .conftest import Pki
 from .processes import BIN, clean_env, run

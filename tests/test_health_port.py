@@ -10,11 +10,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.client import check_health, create_channel, say_hello
+from service.config.settings import ClientSettings
 from service.errors import StartupError
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.generated.rpc_package import helloworld_pb2_grpc
-from service.server import BuiltServer, build_server
-from service.settings import ClientSettings
+from service.server.factory import BuiltServer, build_server
 
 from .conftest import Pki, client_settings, running, server_settings
 from .processes import BIN, ServerProcess, clean_env, pki_env, run

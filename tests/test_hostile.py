@@ -20,10 +20,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.certs import make_ca, make_leaf
 from service.client import create_channel, say_hello
-from service.server import BuiltServer
-from service.validation import name_problem
+from service.hello.validation import name_problem
+from service.security.dev_pki import make_ca, make_leaf
+from service.server.factory import BuiltServer
 
 from .conftest import Pki, client_settings, running, server_settings
 

@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from service.client import create_channel, say_hello, say_hello_to_many
 from service.generated.rpc_package import helloworld_pb2 as pb
-from service.server import BuiltServer
+from service.server.factory import BuiltServer
 
 from .conftest import Pki, client_settings, running, server_settings
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import structlog
 
-from service.logs import LoopFlushedLogger, configure_logging, json_line, utc_timestamper
-from service.settings import LogSettings
+from service.config.settings import LogSettings
+from service.observability.logs import LoopFlushedLogger, configure_logging, json_line, utc_timestamper
 
 from .conftest import Pki
 from .processes import BIN, pki_env
@@ -136,8 +136,8 @@ def test_lines_still_queued_at_exit_are_written(tmp_path: Path) -> None:
     # A child whose loop stops in the iteration that logged, so the scheduled flush never runs.
     script = (
         "import asyncio, structlog\n"
-        "from service.logs import configure_logging\n"
-        "from service.settings import LogSettings\n"
+        "from service.observability.logs import configure_logging\n"
+        "from service.config.settings import LogSettings\n"
         "configure_logging(LogSettings(format='json'))\n"
         "async def main():\n"
         "    structlog.get_logger('t').info('last words')\n"

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from service.client import create_channel, say_hello
-from service.settings import ClientSettings
+from service.config.settings import ClientSettings
 
 from .processes import ServerProcess, clean_env
 

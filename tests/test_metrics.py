@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.client import create_channel, say_hello, say_hello_chat, say_hello_repeated, say_hello_to_many
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.hello import HelloServicer
-from service.metrics_http import serve_metrics
-from service.server import BuiltServer
-from service.server_metrics import GO_CODE_NAMES, PUSH_SECONDS
+from service.observability.metrics import GO_CODE_NAMES, PUSH_SECONDS
+from service.server.factory import BuiltServer
+from service.server.metrics_http import serve_metrics
 
 from .conftest import Pki, client_settings, running, server_settings
 from .processes import BIN, ServerProcess, clean_env, pki_env, run
@@ -276,7 +276,7 @@ async def test_process_and_python_series_are_served(scraped_server: tuple[BuiltS
 def test_importing_the_metrics_leaves_other_registries_alone() -> None:
     # prometheus-client's *_created switch is process-wide: only hello-server's entry point turns it.
     code = (
-        "import service.server, service.server_metrics, prometheus_client as p\n"
+        "import service.server.factory, service.observability.metrics, prometheus_client as p\n"
         "r = p.CollectorRegistry(); p.Counter('c', 'c', registry=r).inc()\n"
         "print(p.generate_latest(r).decode())"
     )
@@ -368,7 +368,7 @@ async def test_the_error_ratio_alert_fires_on_a_pods_first_errors(pki: Pki, tmp_
 def test_the_borrowed_histogram_internals_are_checked_and_a_change_fails_loudly() -> None:
     from prometheus_client import Histogram
 
-    from service.borrowed import check_prometheus_client
+    from service.observability.borrowed import check_prometheus_client
 
     check_prometheus_client()  # the locked release: what the hot path borrows works
 

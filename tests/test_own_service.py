@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from service.client import check_health, create_channel, say_hello
 from service.registry import Registry
-from service.server import build_server
+from service.server.factory import build_server
 
 from .conftest import Pki, client_settings, running, server_settings, tokenless_channel
 from .processes import BIN, ServerProcess, pki_env, run
@@ -409,7 +409,7 @@ BAD_APPS: list[tuple[str, Callable[[str], bool]]] = [
 def test_a_bad_app_is_one_line_naming_hello_app_and_nothing_listens(
     pki: Pki, team_app: TeamApp, app: str, says: Callable[[str], bool]
 ) -> None:
-    from service.ports import bind_problem
+    from service.server.ports import bind_problem
 
     [port] = fixed_ports(1)
     result = run([str(BIN / "hello-server")], _team_env(pki, team_app, app, HELLO_PORT=port), timeout=30)

@@ -9,7 +9,7 @@ import pytest
 
 from service.client import create_channel, say_hello, say_hello_repeated
 from service.errors import ConfigError
-from service.server import build_server
+from service.server.factory import build_server
 
 from .conftest import Pki, client_settings, running, secret, server_settings
 

@@ -13,7 +13,7 @@ import pytest
 from service.client import check_health, create_channel, say_hello
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.hello import HelloServicer
-from service.server import build_server
+from service.server.factory import build_server
 
 from .conftest import Pki, client_settings, running, secret, server_settings
 

@@ -16,8 +16,8 @@ from grpc_status import rpc_status
 
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.generated.rpc_package import helloworld_pb2_grpc
+from service.security.tokens import parse_tokens
 from service.status_details import DOMAIN
-from service.tokens import parse_tokens
 
 from .conftest import Pki, running, secret, server_settings
 from .test_grpcurl import grpcurl, tls_args

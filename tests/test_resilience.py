@@ -13,10 +13,10 @@ import grpc
 import pytest
 
 from service.client import create_channel, say_hello
+from service.config.settings import ClientSettings
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.hello import HelloServicer
-from service.server import BuiltServer
-from service.settings import ClientSettings
+from service.server.factory import BuiltServer
 from service.status_details import NO_RETRY, abort, retry_info
 
 from .conftest import Pki, client_settings, running, server_settings

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from grpc_tools import protoc
 
-from service.server import BuiltServer
+from service.server.factory import BuiltServer
 
 from .conftest import Pki
 from .processes import clean_env, run

@@ -10,11 +10,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from structlog.testing import capture_logs
 
-from service.certs import make_ca, make_leaf
 from service.client import create_channel, say_hello
 from service.errors import StartupError
 from service.generated.rpc_package import helloworld_pb2, helloworld_pb2_grpc
-from service.server import BuiltServer, build_server
+from service.security.dev_pki import make_ca, make_leaf
+from service.server.factory import BuiltServer, build_server
 
 from .conftest import Pki, client_settings, running, server_settings
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from service.certs import make_ca, make_leaf
+from service.security.dev_pki import make_ca, make_leaf
 
 from .conftest import Pki
 from .processes import BIN, ServerProcess, clean_env, pki_env, run

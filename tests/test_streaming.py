@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from service.client import create_channel, say_hello_chat, say_hello_repeated, say_hello_to_many
-from service.hello import MAX_NAMES_PER_STREAM, MAX_REPEAT
-from service.server import BuiltServer
+from service.hello.servicer import MAX_NAMES_PER_STREAM, MAX_REPEAT
+from service.server.factory import BuiltServer
 
 from .conftest import Pki, client_settings
 from .processes import BIN, clean_env, run

@@ -7,7 +7,7 @@ import pytest
 
 from service.client import create_channel, say_hello
 from service.generated.rpc_package import helloworld_pb2, helloworld_pb2_grpc
-from service.server import BuiltServer
+from service.server.factory import BuiltServer
 
 from .conftest import Pki, client_settings
 

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from service.server import BuiltServer
+from service.server.factory import BuiltServer
 
 from .conftest import Pki, running, server_settings
 from .processes import clean_env, run

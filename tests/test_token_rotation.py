@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from service.client import create_channel, say_hello
-from service.server import BuiltServer
+from service.server.factory import BuiltServer
 
 from .conftest import Pki, client_settings, running, secret, server_settings
 

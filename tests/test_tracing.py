@@ -17,12 +17,12 @@ from structlog.testing import capture_logs
 
 from service import __version__
 from service.client import create_channel, say_hello, say_hello_chat, say_hello_repeated
+from service.config.settings import TracingSettings
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.hello import HelloServicer
-from service.logs import add_trace_context
-from service.server import BuiltServer
-from service.settings import TracingSettings
-from service.tracer_provider import resource
+from service.observability.logs import add_trace_context
+from service.observability.tracing import resource
+from service.server.factory import BuiltServer
 
 from .conftest import Pki, client_settings, running, server_settings
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from service.client import create_channel, say_hello
-from service.server_metrics import PUSH_SECONDS
+from service.observability.metrics import PUSH_SECONDS
 
 from .conftest import Pki, client_settings
 from .processes import BIN, ServerProcess, pki_env, run
@@ -169,7 +169,8 @@ def test_the_supervisor_imports_no_grpc() -> None:
     # Everything the supervisor runs, /metrics for its workers included, without grpc in the process.
     script = (
         "import sys\n"
-        "import service.cli.server, service.logs, service.workers, service.metrics_http\n"
+        "import service.cli.hello_server, service.observability.logs\n"
+        "import service.server.workers, service.server.metrics_http\n"
         "print(sorted(name for name in sys.modules if name == 'grpc' or name.startswith('grpc.')))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)

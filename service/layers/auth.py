@@ -10,9 +10,9 @@ from urllib.parse import unquote
 import grpc
 import structlog
 
-from ..authenticators import Authenticate, AuthError
-from ..buckets import Buckets
+from ..security.authenticators import Authenticate, AuthError
 from ..status_details import NO_RETRY, error_info, retry_info
+from .buckets import Buckets
 from .hooks import Call, Hooks, Method, Refusal
 
 Authorize = Callable[[str, str], bool]

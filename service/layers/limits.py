@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
-from ..buckets import Buckets
 from ..status_details import NO_RETRY, pushback_within, quota_failure, retry_info
 from .auth import current_principal
+from .buckets import Buckets
 from .hooks import Call, Hooks, Method, Refusal
 
 

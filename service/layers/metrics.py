@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..server_metrics import ServerMetrics, grpc_type
+from ..observability.metrics import ServerMetrics, grpc_type
 from .hooks import OK, Call, Hooks, Method
 
 

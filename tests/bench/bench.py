@@ -50,8 +50,8 @@ from typing import Any
 import grpc
 from grpc_tools import protoc
 
-from service.certs import write_dev_pki
 from service.generated.rpc_package import helloworld_pb2
+from service.security.dev_pki import write_dev_pki
 
 from .runtimes import Runtime, prepare
 
@@ -389,16 +389,16 @@ def serve_with_layers(change: Callable[[list[Any]], list[Any]]) -> int:
 
     For bench servers only: the chain build_server makes is replaced in this process, nowhere else.
     """
-    import service.server
-    from service.cli.server import main
+    import service.server.factory
+    from service.cli.hello_server import main
 
-    chain = service.server.Chain
+    chain = service.server.factory.Chain
 
     class Changed(chain):  # type: ignore[misc, valid-type]
         def __init__(self, layers: Iterable[Any]) -> None:
             super().__init__(change(list(layers)))
 
-    service.server.Chain = Changed  # type: ignore[misc]
+    service.server.factory.Chain = Changed  # type: ignore[misc]
     return main([])
 
 

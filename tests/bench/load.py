@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from service.client import create_channel, say_hello
-from service.settings import ClientSettings
+from service.config.settings import ClientSettings
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:

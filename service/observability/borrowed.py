@@ -49,7 +49,8 @@ def check_prometheus_client(histogram_class: type[Histogram] = Histogram) -> Non
     if not ok:
         raise ImportError(
             f"prometheus-client {version('prometheus-client')} changed the Histogram internals "
-            "service/borrowed.py relies on (_upper_bounds, _buckets, _sum): check them, then raise its bound"
+            "service/observability/borrowed.py relies on (_upper_bounds, _buckets, _sum): "
+            "check them, then raise its bound"
         )
 
 
@@ -62,7 +63,8 @@ def check_structlog() -> None:
     if STRUCTLOG_KEY_PREFIX + "borrowed_check" not in names:
         raise ImportError(
             f"structlog {version('structlog')} no longer names its context variables with "
-            f"{STRUCTLOG_KEY_PREFIX!r}, which service/logs.py relies on: check it, then its bound in pyproject.toml"
+            f"{STRUCTLOG_KEY_PREFIX!r}, which service/observability/logs.py relies on: "
+            "check it, then its bound in pyproject.toml"
         )
 
 

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 
 import structlog
 
+from ..config.files import load_setting_file
+from ..config.settings import AuthSettings, Settings, env_name
+from ..errors import ConfigError
 from .authenticators import Authenticate, all_of, bearer_authenticator, mtls_authenticator
 from .credentials import CERT_FILE, CLIENT_CA_FILE, ServerTls, load_server_tls
-from .errors import ConfigError
-from .files import load_setting_file
 from .policy import Policy, PolicyError
-from .settings import AuthSettings, Settings, env_name
 from .tokens import TokenFile, TokenFileError
 
 EXPIRY_WARNING = dt.timedelta(days=30)

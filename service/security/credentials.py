@@ -11,8 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from .errors import ConfigError
-from .settings import CLIENT_ENV_PREFIX, ClientSettings, TlsSettings, env_name
+from ..config.settings import CLIENT_ENV_PREFIX, ClientSettings, TlsSettings, env_name
+from ..errors import ConfigError
 from .tokens import TokenFileError, parse_tokens
 
 CERT_FILE = env_name("tls", "cert_file")

@@ -25,9 +25,9 @@ from typing import Any
 
 import structlog
 
-from .errors import ConfigError, StartupError
-from .registry import DuplicateService, Registry
-from .settings import env_name
+from ..config.settings import env_name
+from ..errors import ConfigError, StartupError
+from ..registry import DuplicateService, Registry
 
 App = Callable[[Registry], Any]
 APP = env_name("app")

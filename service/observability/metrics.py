@@ -24,7 +24,7 @@ from prometheus_client import (
 from .borrowed import histogram_values
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ..registry import Registry
 
 # grpc_code as Go spells the codes (codes.Code.String()).
 GO_CODE_NAMES = {
@@ -131,7 +131,7 @@ class MethodMetrics:
         self._push_histogram()
 
     def _push_histogram(self) -> None:
-        # Into the histogram's own values (service/borrowed.py): in memory or in the workers'
+        # Into the histogram's own values (service/observability/borrowed.py): in memory or in the workers'
         # multiprocess files alike. test_metrics holds these series to the calls made.
         _add_since_last_push(self._buckets, self._bucket_values, self._buckets_pushed)
         _add_since_last_push((self._seconds,), (self._sum_value,), self._seconds_pushed)

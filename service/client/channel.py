@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health_pb2
 
-from .credentials import channel_credentials
-from .generated.rpc_package import helloworld_pb2 as pb
-from .generated.rpc_package import helloworld_pb2_grpc
-from .settings import ClientSettings
+from ..config.settings import ClientSettings
+from ..generated.rpc_package import helloworld_pb2 as pb
+from ..generated.rpc_package import helloworld_pb2_grpc
+from ..security.credentials import channel_credentials
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from .generated.rpc_package import helloworld_pb2 as pb
-from .generated.rpc_package import helloworld_pb2_grpc
-from .status_details import abort, bad_request
+from ..generated.rpc_package import helloworld_pb2 as pb
+from ..generated.rpc_package import helloworld_pb2_grpc
+from ..status_details import abort, bad_request
 from .validation import DEFAULT_MAX_NAME_LENGTH, name_rule
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ..registry import Registry
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["HelloWorldService"].full_name
 MAX_REPEAT = 100

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .settings import Settings
+from ..config.settings import Settings
 
 
 def _ms(seconds: float) -> int:

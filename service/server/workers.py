@@ -21,10 +21,10 @@ from collections.abc import Mapping
 
 import structlog
 
-from .errors import ConfigError
+from ..config.settings import Settings, env_name
+from ..errors import ConfigError
 from .metrics_http import serve_metrics, workers_registry
 from .ports import bind_problem, cannot_listen
-from .settings import Settings, env_name
 
 log = structlog.get_logger("hello.workers")
 READY_FD = "HELLO_WORKER_READY_FD"  # set by the supervisor for its workers only

@@ -8,8 +8,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from . import __version__
-from .settings import TracingSettings
+from .. import __version__
+from ..config.settings import TracingSettings
 
 DEFAULT_SERVICE_NAME = "hello-grpc-service"
 

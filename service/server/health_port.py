@@ -5,12 +5,12 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
-from .layers import Chain
-from .layers.stack import health_port_layers
+from ..config.settings import Settings
+from ..layers import Chain
+from ..registry import Registry
+from .options import health_port_options
 from .ports import bind
-from .registry import Registry
-from .server_options import health_port_options
-from .settings import Settings
+from .stack import health_port_layers
 
 
 def health_server(

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ..config.settings import ClientSettings, load, unknown_variable_warnings
 from ..errors import StartupError, lines
-from ..settings import ClientSettings, load, unknown_variable_warnings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,7 +118,7 @@ def _understood(error: Any) -> tuple[str, str]:
 
 
 def _probe(settings: ClientSettings) -> str | None:
-    from ..tls_probe import host_and_port, speaks_tls, why_tls_failed
+    from ..client.tls_probe import host_and_port, speaks_tls, why_tls_failed
 
     address = host_and_port(settings.target)
     if address is None:
@@ -175,7 +175,7 @@ async def _run(args: argparse.Namespace, settings: ClientSettings) -> int:
 def main(argv: list[str] | None = None) -> int:
     """hello-client: exit 0 on success, 1 when the call failed, 2 for bad usage or settings."""
     args = _parser().parse_args(argv)
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # see cli/server.py: keep grpc's C core off stderr
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # see cli/hello_server.py: keep grpc's C core off stderr
     overrides = {
         field: value
         for field in (

@@ -9,23 +9,23 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from . import __version__, hello
+from .. import __version__, hello
+from ..config.settings import Settings, env_name
+from ..errors import ConfigError
+from ..generated.rpc_package import helloworld_pb2_grpc
+from ..layers import Chain
+from ..observability.metrics import ServerMetrics
+from ..registry import DuplicateService, Registry
+from ..security.credentials import ServerTls
+from ..security.guard import server_tls
+from ..security.reloading import ServerCertificates
 from .app import APP
-from .credentials import ServerTls
-from .errors import ConfigError
-from .generated.rpc_package import helloworld_pb2_grpc
 from .health_port import health_server
-from .layers import Chain
-from .layers.stack import server_layers
+from .options import server_options
 from .ports import bind
 from .reflection import SERVICE_NAMES as REFLECTION_SERVICES
 from .reflection import register_reflection
-from .registry import DuplicateService, Registry
-from .reloading import ServerCertificates
-from .security import server_tls
-from .server_metrics import ServerMetrics
-from .server_options import server_options
-from .settings import Settings, env_name
+from .stack import server_layers
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -72,7 +72,7 @@ def _tracer_provider(settings: Settings) -> TracerProvider:
     """The OTLP tracer provider; a start-up error naming the extra when the tracing packages are missing."""
     try:
         # Imported only when tracing is on: the SDK and the OTLP exporter weigh ~15 MiB of memory.
-        from .tracer_provider import tracer_provider
+        from ..observability.tracing import tracer_provider
     except ImportError as exc:
         raise ConfigError(
             env_name("tracing", "enabled"),
@@ -103,7 +103,7 @@ async def build_server(
 ) -> BuiltServer:
     """Check the settings and build the server for what ``registry`` holds; raises a one-line StartupError.
 
-    ``registry`` is filled by the app (service.app.started); without one, the Hello app is served
+    ``registry`` is filled by the app (service.server.app.started); without one, the Hello app is served
     (or ``servicer`` as Hello's, the spelling of earlier releases). ``shared_port`` lets the
     workers of one supervisor listen on the same ports (SO_REUSEPORT). With HELLO_TRACING__ENABLED,
     spans go to ``tracer``, else to an OTLP exporter built from the settings.

@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 
+from ..config.files import ChangeWatch
+from ..config.settings import TlsSettings
+from ..errors import ConfigError
 from .credentials import ServerTls, load_server_tls
-from .errors import ConfigError
-from .files import ChangeWatch
-from .settings import TlsSettings
 
 
 def certificate_configuration(tls: ServerTls) -> Any:

@@ -1,4 +1,4 @@
-"""hello-certs: write the development CA, certificates and token (see service.certs)."""
+"""hello-certs: write the development CA, certificates and token (see service.security.dev_pki)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..certs import DEFAULT_SANS, write_dev_pki
+from ..security.dev_pki import DEFAULT_SANS, write_dev_pki
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,10 +13,10 @@ from typing import Any
 
 import structlog
 
+from ..config.settings import Settings, load, unknown_variable_warnings
 from ..errors import ConfigError, StartupError, lines
-from ..metrics_http import no_created_series
-from ..settings import Settings, load, unknown_variable_warnings
-from ..workers import READY_FD, supervise
+from ..server.metrics_http import no_created_series
+from ..server.workers import READY_FD, supervise
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = {"app": args.app} if args.app else {}
         settings = load(Settings, args.env_file, **overrides)
-        from ..logs import configure_logging
+        from ..observability.logs import configure_logging
 
         configure_logging(settings.log, trace_context=settings.tracing.enabled)
         log = structlog.get_logger("hello.server")
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         # The app's module is looked for in the working directory too, as uvicorn and gunicorn do.
         if "" not in sys.path and os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
-        from ..app import load_app
-        from ..runner import serve
+        from ..server.app import load_app
+        from ..server.lifecycle import serve
 
         app = load_app(settings.app)
         worker_fd = None if ready_fd is None else int(ready_fd)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import structlog
 
+from ..config.settings import Settings
+from ..observability.metrics import PUSH_SECONDS, ServerMetrics
+from ..registry import Registry
 from .app import App, load_app, started
+from .factory import build_server
 from .metrics_http import serve_metrics
-from .registry import Registry
-from .server import build_server
-from .server_metrics import PUSH_SECONDS, ServerMetrics
-from .settings import Settings
 
 log = structlog.get_logger("hello.server")
 

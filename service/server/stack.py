@@ -7,19 +7,19 @@ from typing import TYPE_CHECKING
 
 from grpc_health.v1 import health
 
-from ..buckets import Buckets
-from ..credentials import ServerTls
-from ..security import authenticator, policy
-from ..server_metrics import ServerMetrics
-from ..settings import Settings
-from .access_log import AccessLog
-from .auth import Auth
-from .hooks import Layer
-from .limits import ConcurrencyLimit, RateLimit
-from .load_report import LoadReport
-from .metrics import Metrics
-from .request_id import RequestId
-from .wire import Wire
+from ..config.settings import Settings
+from ..layers.access_log import AccessLog
+from ..layers.auth import Auth
+from ..layers.buckets import Buckets
+from ..layers.hooks import Layer
+from ..layers.limits import ConcurrencyLimit, RateLimit
+from ..layers.load_report import LoadReport
+from ..layers.metrics import Metrics
+from ..layers.request_id import RequestId
+from ..layers.wire import Wire
+from ..observability.metrics import ServerMetrics
+from ..security.credentials import ServerTls
+from ..security.guard import authenticator, policy
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -50,7 +50,7 @@ def server_layers(
     # the wire layer is innermost so that a refused call's body is never decoded.
     tracing: list[Layer] = []
     if tracer is not None:
-        from .tracing import Tracing  # the [tracing] extra: imported only when tracing is on
+        from ..layers.tracing import Tracing  # the [tracing] extra: imported only when tracing is on
 
         tracing = [Tracing(tracer.get_tracer("hello-grpc-service"))]
     rate: list[Layer] = []

@@ -18,8 +18,8 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor
 
+from ..config.settings import LogSettings
 from .borrowed import STRUCTLOG_KEY_PREFIX, STRUCTLOG_KEY_PREFIX_LEN
-from .settings import LogSettings
 
 try:
     from opentelemetry import trace

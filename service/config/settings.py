@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import ConfigError
-from .setting_problems import RELATIVE, problems, unknown_variables
+from ..errors import ConfigError
+from .problems import RELATIVE, problems, unknown_variables
 
 ENV_PREFIX = "HELLO_"
 CLIENT_ENV_PREFIX = "HELLO_CLIENT__"

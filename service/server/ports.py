@@ -8,8 +8,8 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
-from .errors import StartupError
-from .settings import env_name
+from ..config.settings import env_name
+from ..errors import StartupError
 
 if TYPE_CHECKING:
     import grpc

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .files import ChangeWatch
+from ..config.files import ChangeWatch
 
 MIN_TOKEN_LENGTH = 16
 

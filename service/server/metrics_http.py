@@ -11,8 +11,8 @@ from wsgiref.simple_server import WSGIServer
 import prometheus_client
 from prometheus_client import CollectorRegistry, PlatformCollector
 
+from ..config.settings import Settings
 from .ports import cannot_listen
-from .settings import Settings
 
 
 def no_created_series() -> None:

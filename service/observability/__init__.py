@@ -1,0 +1,1 @@
+"""Observability: logging, the Prometheus metrics, tracing, and the library internals they borrow."""

@@ -1,0 +1,1 @@
+"""Security: TLS material and credentials, tokens and authenticators, the policy, reloading, the dev PKI."""
