@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .registry import DuplicateService, Registry
     from .server.app import App
     from .server.factory import BuiltServer, build_server
-    from .server.lifecycle import serve
+    from .server.lifecycle import Lifecycle, capture_signals, serve
 
 
 __all__ = [
@@ -40,11 +40,13 @@ __all__ = [
     "ClientSettings",
     "ConfigError",
     "DuplicateService",
+    "Lifecycle",
     "Registry",
     "Settings",
     "StartupError",
     "__version__",
     "build_server",
+    "capture_signals",
     "check_health",
     "create_channel",
     "say_hello",
@@ -73,6 +75,8 @@ _MODULE = {
     "App": ".server.app",
     "build_server": ".server.factory",
     "BuiltServer": ".server.factory",
+    "Lifecycle": ".server.lifecycle",
+    "capture_signals": ".server.lifecycle",
     "serve": ".server.lifecycle",
 }
 

@@ -1,4 +1,4 @@
-"""hello-server's runner with a servicer whose SayHello takes ``name`` seconds (e.g. "1.5"): shutdown tests.
+"""hello-server's serve() with a servicer whose SayHello takes ``name`` seconds (e.g. "1.5"): shutdown tests.
 
 Run as a script; everything but the servicer is what hello-server does.
 """

@@ -65,7 +65,7 @@ async def test_no_call_fails_when_a_backend_stops_mid_run(pki: Pki, backends: ob
 
         workers = [asyncio.ensure_future(worker(f"w{k}-")) for k in range(6)]
         await asyncio.wait_for(halfway.wait(), DEADLINE)
-        # Stop one backend mid-run the way hello-server's runner does: health says NOT_SERVING
+        # Stop one backend mid-run the way hello-server's lifecycle does: health says NOT_SERVING
         # (clients watching it move away), a short drain, then no new calls and a grace period.
         await servers[1].health.enter_graceful_shutdown()
         at_flip = len(spies[1].entered)

@@ -201,7 +201,7 @@ async def test_real_prometheus_scrapes_the_counters(
 
 
 async def test_a_scrape_filtered_by_name_sees_the_counts_within_half_a_second(pki: Pki) -> None:
-    # A name[] scrape skips the collector that hands the counts over at every scrape; the runner's
+    # A name[] scrape skips the collector that hands the counts over at every scrape; the lifecycle's
     # push every PUSH_SECONDS covers it.
     server = ServerProcess([str(BIN / "hello-server")], pki_env(pki))
     try:

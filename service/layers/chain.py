@@ -33,23 +33,12 @@ def _status(context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCod
     return code if isinstance(code, grpc.StatusCode) else _BY_VALUE.get(code, UNKNOWN)
 
 
-class Stopping:
-    """Whether the server is cancelling the calls in flight (a forced stop, or the grace period is over)."""
-
-    def __init__(self) -> None:
-        self.now = False
-
-    def begin(self) -> None:
-        """From now on a cancelled call was cancelled by the server."""
-        self.now = True
-
-
 class _Plan:
     """The hooks of one method, in the order they run."""
 
-    def __init__(self, method: Method, hooks: Sequence[Hooks], stopping: Stopping) -> None:
+    def __init__(self, method: Method, hooks: Sequence[Hooks], chain: Chain) -> None:
         self.name = method.name
-        self.stopping = stopping
+        self.chain = chain
         self.layers = len(hooks)
         # (position, hook) of the layers that have one; exits innermost first.
         self.enters = tuple((i, h.enter) for i, h in enumerate(hooks) if h.enter is not None)
@@ -99,7 +88,7 @@ class _Plan:
             # The caller cancelled, its deadline passed, or the server is stopping and cancels its
             # calls (the caller gets UNAVAILABLE: the connection goes): the access line says what it got.
             remaining = context.time_remaining()
-            if self.stopping.now:
+            if self.chain.cancelling:
                 call.code = grpc.StatusCode.UNAVAILABLE
             elif remaining is not None and remaining <= 0:
                 call.code = grpc.StatusCode.DEADLINE_EXCEEDED
@@ -243,7 +232,9 @@ class Chain:
 
     def __init__(self, layers: Iterable[Layer]) -> None:
         self._layers = tuple(layers)
-        self.stopping = Stopping()
+        # Set by the server's lifecycle when it cancels the calls in flight (a forced stop, or the
+        # grace period is over): from then on a cancelled call was cancelled by the server.
+        self.cancelling = False
         self._wrapped: OrderedDict[
             tuple[str, int], tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
         ] = OrderedDict()
@@ -257,7 +248,7 @@ class Chain:
         """``handler`` of the method ``name`` ("/pkg.Service/Method") with every layer's hooks about each call."""
         method = Method(name, known, handler, self._declared is None or name in self._declared)
         hooks = [h for layer in self._layers if (h := layer.hooks(method)) is not None]
-        return _wrap(_Plan(method, hooks, self.stopping), handler)
+        return _wrap(_Plan(method, hooks, self), handler)
 
     def serve(self, server: grpc.aio.Server, registry: Registry) -> None:
         """Serve every handler ``registry`` holds on ``server``, each wrapped with the layers' hooks.

@@ -47,7 +47,7 @@ GO_CODE_NAMES = {
     grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
 }
 METHOD_LABELS = ("grpc_type", "grpc_service", "grpc_method")
-# How often the runner hands the counts to prometheus-client besides at every scrape (ServerMetrics.push).
+# How often the lifecycle hands the counts to prometheus-client besides at every scrape (ServerMetrics.push).
 PUSH_SECONDS = 0.5
 
 
@@ -250,7 +250,7 @@ class ServerMetrics:
     def push(self) -> None:
         """Hand every method's counts and the calls in flight to prometheus-client.
 
-        A scrape of this process's registry pushes first; the runner also pushes every
+        A scrape of this process's registry pushes first; the lifecycle also pushes every
         PUSH_SECONDS (for a worker, whose supervisor reads the workers' files, and for scrapes
         filtered by name) and when it stops.
         """

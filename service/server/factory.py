@@ -44,12 +44,12 @@ class BuiltServer:
     metrics: ServerMetrics
     # What is served: the app's services, then health and reflection.
     registry: Registry
-    # The layers about every call; the runner tells it when the calls in flight are being cancelled.
+    # The layers about every call; the lifecycle tells it when the calls in flight are being cancelled.
     chain: Chain
     # The plaintext health-only listener (None when HELLO_HEALTH_PORT=off).
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
-    # Where spans go when tracing is on; the runner flushes it at exit.
+    # Where spans go when tracing is on; the lifecycle flushes it at exit.
     tracer: TracerProvider | None = None
 
     @property
