@@ -17,6 +17,9 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from service.client import create_channel
 from service.config.settings import ClientSettings, Settings
+from service.generated.rpc_package import helloworld_pb2_grpc
+from service.hello import register as register_hello
+from service.registry import Registry
 from service.security.dev_pki import write_dev_pki
 from service.security.tokens import parse_tokens
 from service.server.factory import BuiltServer, build_server
@@ -172,14 +175,30 @@ async def mtls_server(pki: Pki) -> AsyncIterator[BuiltServer]:
         yield built
 
 
+def hello_registry(settings: Settings, servicer: Any = None) -> Registry:
+    """The Hello app's registry: Hello's servicer, or ``servicer`` (a HelloWorldService servicer) in its place."""
+    registry = Registry(settings)
+    if servicer is None:
+        register_hello(registry)
+    else:
+        helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(servicer, registry.as_server)
+    return registry
+
+
+async def build_hello(settings: Settings) -> BuiltServer:
+    """build_server for the Hello app: an unstarted server."""
+    return await build_server(settings, hello_registry(settings))
+
+
 class running:
-    """``async with running(settings) as built``: a started server, stopped on exit."""
+    """``async with running(settings) as built``: a started server (Hello, ``servicer``, or ``registry``'s app)."""
 
     def __init__(self, settings: Settings, servicer: Any = None, tracer: Any = None, registry: Any = None) -> None:
         self._settings, self._servicer, self._tracer, self._registry = settings, servicer, tracer, registry
 
     async def __aenter__(self) -> BuiltServer:
-        self._built = await build_server(self._settings, self._registry, servicer=self._servicer, tracer=self._tracer)
+        registry = self._registry if self._registry is not None else hello_registry(self._settings, self._servicer)
+        self._built = await build_server(self._settings, registry, tracer=self._tracer)
         for server in self._built.servers:
             await server.start()
         return self._built

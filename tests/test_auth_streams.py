@@ -19,9 +19,8 @@ from service.client import create_channel, say_hello, say_hello_repeated
 from service.errors import ConfigError
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.security.dev_pki import make_leaf, write_pair
-from service.server.factory import build_server
 
-from .conftest import Pki, client_settings, running, server_settings, tokenless_channel
+from .conftest import Pki, build_hello, client_settings, running, server_settings, tokenless_channel
 from .spy import SpyServicer
 
 METHOD = "/rpc_package.HelloWorldService/"
@@ -141,7 +140,7 @@ async def test_token_and_mtls_mode_needs_both(pki: Pki) -> None:
 @pytest.mark.parametrize("mode", ["mtls", "token+mtls"])
 async def test_certificate_modes_need_a_client_ca(pki: Pki, mode: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"HELLO_AUTH__MODE: {mode} needs HELLO_TLS__CLIENT_CA_FILE")):
-        await build_server(server_settings(pki, auth={"mode": mode, "tokens_file": pki.token_file}))
+        await build_hello(server_settings(pki, auth={"mode": mode, "tokens_file": pki.token_file}))
 
 
 async def test_public_reflection_needs_no_token(pki: Pki) -> None:

@@ -14,9 +14,9 @@ from service.config.settings import ClientSettings
 from service.errors import StartupError
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.generated.rpc_package import helloworld_pb2_grpc
-from service.server.factory import BuiltServer, build_server
+from service.server.factory import BuiltServer
 
-from .conftest import Pki, client_settings, running, server_settings
+from .conftest import Pki, build_hello, client_settings, running, server_settings
 from .processes import BIN, ServerProcess, clean_env, pki_env, run
 
 
@@ -60,7 +60,7 @@ async def test_both_ports_flip_together_and_watchers_see_it(pki: Pki) -> None:
 
 
 async def test_health_port_off(pki: Pki) -> None:
-    built = await build_server(server_settings(pki, health_port="off"))
+    built = await build_hello(server_settings(pki, health_port="off"))
     assert built.health_server is None
     assert built.health_port is None
     await built.server.stop(None)
@@ -68,7 +68,7 @@ async def test_health_port_off(pki: Pki) -> None:
 
 async def test_health_port_in_use(server: BuiltServer, pki: Pki) -> None:
     with pytest.raises(StartupError, match=f"HELLO_HEALTH_PORT: cannot listen on 127.0.0.1:{server.health_port}"):
-        await build_server(server_settings(pki, health_port=server.health_port))
+        await build_hello(server_settings(pki, health_port=server.health_port))
 
 
 async def test_cli_health_on_both_ports_during_drain(pki: Pki) -> None:

@@ -93,3 +93,10 @@ def test_importing_the_package_stays_light() -> None:
     script = "import sys, service; print(sorted({m.split('.')[0] for m in sys.modules} & {'grpc', 'pydantic'}))"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_server_imports_the_hello_app_only_to_serve_it() -> None:
+    # A team's app is served without ours: the factory and the lifecycle import no Hello.
+    script = "import sys, service.server.lifecycle; print('service.hello' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "False"

@@ -13,7 +13,6 @@ import pytest
 
 from service import (
     Lifecycle,
-    Registry,
     Settings,
     build_server,
     capture_signals,
@@ -21,17 +20,14 @@ from service import (
     create_channel,
     say_hello,
 )
-from service.hello import register
 
-from .conftest import Pki, client_settings, server_settings
+from .conftest import Pki, client_settings, hello_registry, server_settings
 
 
 @asynccontextmanager
 async def started(settings: Settings) -> AsyncIterator[Lifecycle]:
     """A Lifecycle of the Hello app, past startup(); shut down on the way out if the test did not stop it."""
-    registry = Registry(settings)
-    register(registry)
-    lifecycle = Lifecycle(settings, await build_server(settings, registry))
+    lifecycle = Lifecycle(settings, await build_server(settings, hello_registry(settings)))
     await lifecycle.startup()
     try:
         yield lifecycle

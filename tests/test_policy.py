@@ -9,9 +9,8 @@ import pytest
 
 from service.client import create_channel, say_hello, say_hello_repeated
 from service.errors import ConfigError
-from service.server.factory import build_server
 
-from .conftest import Pki, client_settings, running, secret, server_settings
+from .conftest import Pki, build_hello, client_settings, running, secret, server_settings
 
 ADMIN, READER, OTHER = map(secret, ("admin-token-0123456789", "reader-token-0123456789", "other-token-0123456789"))
 
@@ -68,6 +67,6 @@ async def test_bad_policy_is_a_startup_error(pki: Pki, files: tuple[Path, Path],
     tokens, policy = files
     policy.write_text(text)
     with pytest.raises(ConfigError) as error:
-        await build_server(server_settings(pki, auth={"tokens_file": tokens, "policy_file": policy}))
+        await build_hello(server_settings(pki, auth={"tokens_file": tokens, "policy_file": policy}))
     assert error.value.setting == "HELLO_AUTH__POLICY_FILE"
     assert problem in error.value.problem

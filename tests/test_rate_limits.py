@@ -13,9 +13,8 @@ import pytest
 from service.client import check_health, create_channel, say_hello
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.hello import HelloServicer
-from service.server.factory import build_server
 
-from .conftest import Pki, client_settings, running, secret, server_settings
+from .conftest import Pki, build_hello, client_settings, running, secret, server_settings
 
 NOISY, QUIET = secret("noisy-token-0123456789"), secret("quiet-token-0123456789")
 
@@ -101,7 +100,7 @@ class _on_both_loopbacks(running):
         self._pki = pki
 
     async def __aenter__(self) -> Any:
-        built = await build_server(self._settings)
+        built = await build_hello(self._settings)
         key_pair = (self._pki.server_key.read_bytes(), self._pki.server.read_bytes())
         built.server.add_secure_port(f"[::1]:{built.port}", grpc.ssl_server_credentials([key_pair]))
         self._built = built

@@ -14,13 +14,13 @@ from service.client import create_channel, say_hello
 from service.errors import StartupError
 from service.generated.rpc_package import helloworld_pb2, helloworld_pb2_grpc
 from service.security.dev_pki import make_ca, make_leaf
-from service.server.factory import BuiltServer, build_server
+from service.server.factory import BuiltServer
 
-from .conftest import Pki, client_settings, running, server_settings
+from .conftest import Pki, build_hello, client_settings, running, server_settings
 
 
 async def test_port_zero_binds_a_free_port(pki: Pki) -> None:
-    built = await build_server(server_settings(pki))
+    built = await build_hello(server_settings(pki))
     try:
         assert built.port > 0
         assert built.tls is not None
@@ -35,7 +35,7 @@ async def test_second_server_on_a_busy_port_is_refused(server: BuiltServer, pki:
     with pytest.raises(
         StartupError, match=f"HELLO_PORT: cannot listen on 127.0.0.1:{server.port}: Address already in use"
     ):
-        await build_server(server_settings(pki, port=server.port))
+        await build_hello(server_settings(pki, port=server.port))
 
 
 async def test_insecure_mode_serves_plaintext_with_token_auth(pki: Pki) -> None:

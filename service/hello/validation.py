@@ -17,9 +17,3 @@ def name_rule(name: str, max_length: int = DEFAULT_MAX_NAME_LENGTH) -> str | Non
         if unicodedata.category(char) in ("Cc", "Cf"):
             return f"must not contain control or format characters (U+{ord(char):04X} at position {position})"
     return None
-
-
-def name_problem(name: str, max_length: int = DEFAULT_MAX_NAME_LENGTH) -> str | None:
-    """Why ``name`` is not acceptable ("name: <rule>"), or None."""
-    rule = name_rule(name, max_length)
-    return None if rule is None else f"name: {rule}"

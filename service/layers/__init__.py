@@ -1,4 +1,4 @@
-"""The layers around every call, one concern each, and the chain that runs them; build_server orders them.
+"""The layers around every call, one concern each, and the chain that runs them; server/stack.py orders them.
 
 Tracing (layers.tracing) is not imported here: it needs the [tracing] extra.
 """

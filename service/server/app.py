@@ -31,7 +31,6 @@ from ..registry import DuplicateService, Registry
 
 App = Callable[[Registry], Any]
 APP = env_name("app")
-DEFAULT_APP = "service.hello:register"
 
 log = structlog.get_logger("hello.app")
 
@@ -75,7 +74,7 @@ def _said(exc: BaseException) -> str:
 
 
 @asynccontextmanager
-async def started(app: App, registry: Registry, name: str = DEFAULT_APP) -> AsyncIterator[Registry]:
+async def started(app: App, registry: Registry, name: str) -> AsyncIterator[Registry]:
     """Let ``app`` register its services and run its start-up; on leaving, its shutdown.
 
     Anything the app raises while starting is a ConfigError naming HELLO_APP (its message, no traceback).

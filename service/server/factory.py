@@ -9,10 +9,9 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from .. import __version__, hello
+from .. import __version__
 from ..config.settings import Settings, env_name
 from ..errors import ConfigError
-from ..generated.rpc_package import helloworld_pb2_grpc
 from ..layers import Chain
 from ..observability.metrics import ServerMetrics
 from ..registry import DuplicateService, Registry
@@ -81,34 +80,19 @@ def _tracer_provider(settings: Settings) -> TracerProvider:
     return tracer_provider(settings.tracing)
 
 
-def hello_registry(
-    settings: Settings, servicer: helloworld_pb2_grpc.HelloWorldServiceServicer | None = None
-) -> Registry:
-    """The default app's registry: the Hello servicer (or ``servicer`` in its place)."""
-    registry = Registry(settings)
-    if servicer is None:
-        hello.register(registry)
-    else:
-        helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(servicer, registry.as_server)
-    return registry
-
-
 async def build_server(
     settings: Settings,
-    registry: Registry | None = None,
+    registry: Registry,
     *,
-    servicer: helloworld_pb2_grpc.HelloWorldServiceServicer | None = None,
     tracer: TracerProvider | None = None,
     shared_port: bool = False,
 ) -> BuiltServer:
     """Check the settings and build the server for what ``registry`` holds; raises a one-line StartupError.
 
-    ``registry`` is filled by the app (service.server.app.started); without one, the Hello app is served
-    (or ``servicer`` as Hello's, the spelling of earlier releases). ``shared_port`` lets the
+    ``registry`` is filled by the app (service.server.app.started). ``shared_port`` lets the
     workers of one supervisor listen on the same ports (SO_REUSEPORT). With HELLO_TRACING__ENABLED,
     spans go to ``tracer``, else to an OTLP exporter built from the settings.
     """
-    registry = registry if registry is not None else hello_registry(settings, servicer)
     tls = server_tls(settings)
     metrics = ServerMetrics(__version__)
     if tls is not None:
