@@ -1,4 +1,4 @@
-"""The README renders and runs: its tables are tables, its links land, its examples work against a real server.
+"""The README and docs/ render and run: tables are tables, links land, examples work against a real server.
 
 Every Python block is run. A shell block is run when each of its commands is one this test can run
 against a server of its own: `.venv/bin/hello-client`, `.venv/bin/grpcurl`, a `NAME=$(...)` line,
@@ -25,7 +25,8 @@ from .conftest import Pki
 from .processes import BIN, ServerProcess, clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = (ROOT / "README.md", ROOT / "tests" / "README.md", ROOT / "tests" / "bench" / "README.md")
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+DOCUMENTS = (ROOT / "README.md", *DOCS, ROOT / "tests" / "README.md", ROOT / "tests" / "bench" / "README.md")
 DEV_ENV = ROOT / "config" / "dev.env"
 DEV_PORT = "50051"
 LOOPBACK = "127.0.0.1"
@@ -120,7 +121,7 @@ def test_every_link_lands(document: Path) -> None:
     assert not broken, broken
 
 
-REPOSITORY_PATH = re.compile(r"(?<![\w/.:-])((?:service|tests|deploy|config|protos|scripts|tools)/[\w./-]*\w/?)")
+REPOSITORY_PATH = re.compile(r"(?<![\w/.:-])((?:service|tests|deploy|config|protos|scripts|tools|docs)/[\w./-]*\w/?)")
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: str(d.relative_to(ROOT)))
@@ -138,6 +139,44 @@ def test_every_file_named_exists(document: Path) -> None:
     missing = [path for path in named if not (ROOT / path).exists()]
     missing += [name for name in alone if not (document.parent / name).exists()]
     assert sorted(missing) == []
+
+
+def test_every_doc_is_linked_from_the_readme() -> None:
+    linked = {
+        (ROOT / href.partition("#")[0]).resolve()
+        for href in _links(_parser().parse((ROOT / "README.md").read_text()))
+        if href.startswith("docs/")
+    }
+    assert DOCS, "docs/ is gone"
+    assert [doc for doc in DOCS if doc.resolve() not in linked] == []
+
+
+def _table_cells(document: Path) -> list[str]:
+    tokens = _parser().parse(document.read_text())
+    opened = [i for i, token in enumerate(tokens) if token.type == "table_open"]
+    closed = [i for i, token in enumerate(tokens) if token.type == "table_close"]
+    return [t.content for a, b in zip(opened, closed, strict=True) for t in tokens[a:b] if t.type == "inline"]
+
+
+def test_the_settings_tables_name_every_setting_and_no_other() -> None:
+    from service.config.settings import KNOWN_VARIABLES
+
+    cells = [*_table_cells(ROOT / "docs" / "settings.md"), *_table_cells(ROOT / "docs" / "client.md")]
+    documented = {name for cell in cells for name in re.findall(r"`(HELLO_[A-Z0-9_]+)`", cell)}
+    # The supervisor's hand-over to its workers is no setting of anyone's.
+    read = set(KNOWN_VARIABLES) - {"HELLO_WORKER_READY_FD"}
+    assert (sorted(read - documented), sorted(documented - read)) == ([], [])
+
+
+def test_every_make_target_in_the_table_exists() -> None:
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.MULTILINE))
+    listed = {
+        name
+        for cell in _table_cells(ROOT / "docs" / "development.md")
+        for name in re.findall(r"^`make ([\w-]+)`", cell)
+    }
+    assert listed, "the make targets table is gone"
+    assert sorted(listed - targets) == []
 
 
 def test_the_readme_has_a_short_table_of_contents() -> None:
@@ -248,8 +287,9 @@ def test_every_python_block_runs_against_a_server(pki: Pki, tmp_path: Path, star
 def test_shell_blocks_run_against_a_server(pki: Pki, tmp_path: Path, started: list[ServerProcess]) -> None:
     checkouts: dict[str, Checkout] = {}
     ran = []
+    # NAME=$(...) lines: later blocks use what earlier ones set, in docs/ too (the README's come first).
+    assignments: list[str] = []
     for document in DOCUMENTS:
-        assignments: list[str] = []  # NAME=$(...) lines: later blocks use what earlier ones set
         for block in _blocks(document):
             if not _runs(block):
                 continue
@@ -265,5 +305,5 @@ def test_shell_blocks_run_against_a_server(pki: Pki, tmp_path: Path, started: li
             assert result.returncode == 0, f"{block}: exit {result.returncode}: {result.stderr[-2000:]}"
             assignments += [command for command in commands if re.match(r"^[A-Z_]+=\$\(", command)]
             ran.append(str(block))
-    # Calling it (three blocks: hello-client, grpcurl, mutual TLS) and the methods' examples, at least.
+    # Calling it (hello-client, grpcurl), mutual TLS (docs/client.md) and the methods' examples, at least.
     assert len(ran) >= 4, f"only these shell blocks ran: {ran}"
