@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from service.client import create_channel, say_hello, say_hello_repeated
 from service.errors import ConfigError
 from service.generated.rpc_package import helloworld_pb2 as pb
-from service.security.dev_pki import make_leaf, write_pair
 
 from .conftest import Pki, build_hello, client_settings, running, server_settings, tokenless_channel
 from .spy import SpyServicer
@@ -91,38 +85,7 @@ async def test_mtls_mode_accepts_a_client_certificate_alone(pki: Pki) -> None:
             async with create_channel(client) as channel:
                 assert await say_hello(channel, "cert") == "Hello, cert!"
     [line] = [e for e in logs if e["event"] == "rpc"]
-    assert line["principal"] == "hello-client"  # the certificate's CN: it has no SAN
-
-
-@pytest.mark.parametrize(
-    ("common_name", "sans", "principal"),
-    [
-        ("cn-name", ["dns.example", "second.example", "10.0.0.1"], "dns.example"),  # the SAN before the CN
-        ("cn-name", ["dns.example", "spiffe://example.org/ns/a/sa/b"], "spiffe://example.org/ns/a/sa/b"),
-        # Two URIs: no SVID, so no SPIFFE ID; the DNS SAN names the caller.
-        ("cn-name", ["spiffe://example.org/a", "https://example.org/b", "dns.example"], "dns.example"),
-        ("cn-name", ["10.0.0.1", "https://example.org/b"], "cn-name"),  # no SAN kind we read: the CN
-    ],
-    ids=["dns-over-cn", "spiffe", "not-an-svid", "cn-fallback"],
-)
-async def test_mtls_principal_is_the_san_before_the_cn(
-    pki: Pki, tmp_path: Path, common_name: str, sans: list[str], principal: str
-) -> None:
-    ca_cert = x509.load_pem_x509_certificate(pki.ca.read_bytes())
-    ca_key = serialization.load_pem_private_key((pki.dir / "ca-key.pem").read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    cert, key = make_leaf(ca_cert, ca_key, common_name, sans=sans, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    write_pair(tmp_path / "client.pem", tmp_path / "client-key.pem", cert, key)
-    settings = server_settings(pki, mtls=True, auth={"mode": "mtls"})
-    with capture_logs(processors=[merge_contextvars]) as logs:
-        async with running(settings) as built:
-            client = client_settings(
-                pki, built.port, cert_file=tmp_path / "client.pem", key_file=tmp_path / "client-key.pem", token=None
-            )
-            async with create_channel(client) as channel:
-                assert await say_hello(channel, "cert") == "Hello, cert!"
-    [line] = [e for e in logs if e["event"] == "rpc"]
-    assert line["principal"] == principal
+    assert line["principal"] == "cn:hello-client"  # the certificate's CN: it has no SAN (test_mtls_identity.py)
 
 
 async def test_token_and_mtls_mode_needs_both(pki: Pki) -> None:

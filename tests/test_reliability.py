@@ -136,7 +136,7 @@ async def test_retries_absorb_a_killed_backend(pki: Pki, servers: list[ServerPro
 
 async def test_token_rotation_under_load(pki: Pki, servers: list[ServerProcess], tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
-    kept, added = secret("kept-token-0123456789abcdef"), secret("added-token-0123456789abcdef")
+    kept, added = secret("kept-token-0123456789abcdef-Kq7Wm2"), secret("added-token-0123456789abcdef-Kq7Wm2")
     tokens.write_text(f"svc:{kept}\n")
     _, port = start(pki, servers, HELLO_AUTH__TOKENS_FILE=tokens, HELLO_AUTH__RELOAD_SECONDS=0.2)
     work = asyncio.ensure_future(load(pki, f"localhost:{port}", 3.0, token=kept))

@@ -135,12 +135,18 @@ def test_bad_configuration_is_one_line_and_exit_2(pki: Pki, settings: dict[str, 
     [
         ("", "no tokens in the file"),
         ("# only a comment\n\n", "no tokens in the file"),
-        ("dev:Zq9x7\n", "line 1: the token is shorter than 16 characters"),
-        ("# c\ndev:Wq9x7 Wq9x7 Wq9x7 Wq9x7\n", "line 2: the token contains whitespace"),
+        ("dev:Zq9x7\n", "line 1 (principal dev): the token is shorter than 32 characters"),
+        # 38 digits: 126 bits, short of 128.
+        ("reporting:31415926535897932384626433832795028841\n", "line 1 (principal reporting): the token is too weak"),
+        ("31415926535897932384626433832795028841\n", "line 1 (a token without a name): the token is too weak"),
+        ("# c\ndev:Wq9x7 Wq9x7 Wq9x7 Wq9x7\n", "line 2 (principal dev): the token contains whitespace"),
         (":0123456789abcdefXYZ\n", "line 1: the name before ':' is empty"),
-        ("a:0123456789abcdefXYZ\nb:0123456789abcdefXYZ\n", "line 2: the same token as line 1"),
+        (
+            "a:0123456789abcdefXYZ-Kq7Wm2Xp9Rz4\nb:0123456789abcdefXYZ-Kq7Wm2Xp9Rz4\n",
+            "line 2 (principal b): the same token as line 1",
+        ),
     ],
-    ids=["empty", "comments-only", "short", "whitespace", "empty-name", "duplicate"],
+    ids=["empty", "comments-only", "short", "weak", "weak-unnamed", "whitespace", "empty-name", "duplicate"],
 )
 def test_bad_tokens_file(pki: Pki, tmp_path: Path, content: str, fragment: str) -> None:
     tokens = tmp_path / "tokens"
@@ -148,7 +154,7 @@ def test_bad_tokens_file(pki: Pki, tmp_path: Path, content: str, fragment: str) 
     code, stderr = _start(pki_env(pki, HELLO_AUTH__TOKENS_FILE=tokens))
     _assert_one_line(stderr, "HELLO_AUTH__TOKENS_FILE", fragment)
     assert code == 2
-    for secret in ("Zq9x7", "0123456789abcdefXYZ", "Wq9x7"):
+    for secret in ("Zq9x7", "0123456789abcdefXYZ", "Wq9x7", "31415926535897932384626433832795028841"):
         assert secret not in stderr
 
 

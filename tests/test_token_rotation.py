@@ -14,8 +14,9 @@ from service.server.factory import BuiltServer
 
 from .conftest import Pki, client_settings, running, secret, server_settings
 
-OLD = secret("old-token-0123456789abcdef")
-NEW = secret("new-token-0123456789abcdef")
+OLD = secret("old-token-0123456789abcdef-Kq7Wm2")
+NEW = secret("new-token-0123456789abcdef-Kq7Wm2")
+WEAK = secret("new-token-" + "x" * 30)  # 40 characters, mostly one
 
 
 def replace(path: Path, text: str) -> None:
@@ -59,15 +60,18 @@ async def test_added_and_removed_tokens_take_effect_without_restart(pki: Pki, to
     assert NEW not in repr(logs)
 
 
-@pytest.mark.parametrize("damage", ["empty", "malformed", "deleted"])
+@pytest.mark.parametrize("damage", ["empty", "malformed", "deleted", "weak"])
 async def test_bad_replacement_keeps_the_last_good_tokens(pki: Pki, tokens: Path, damage: str) -> None:
+    replacement = {"empty": "", "malformed": f"svc:{NEW} with spaces\n", "weak": f"# rotated\nsvc:{OLD}\nnew:{WEAK}\n"}
     with capture_logs() as logs:
         async with running(settings_for(pki, tokens)) as built:
             if damage == "deleted":
                 tokens.unlink()
             else:
-                replace(tokens, "" if damage == "empty" else f"svc:{NEW} with spaces\n")
+                replace(tokens, replacement[damage])
             assert await status_with(pki, built, OLD) == grpc.StatusCode.OK
+            if damage == "weak":
+                assert await status_with(pki, built, WEAK) == grpc.StatusCode.UNAUTHENTICATED
             assert await status_with(pki, built, OLD) == grpc.StatusCode.OK
             # Once the file is good again, it is used.
             replace(tokens, f"svc:{NEW}\n")
@@ -75,7 +79,12 @@ async def test_bad_replacement_keeps_the_last_good_tokens(pki: Pki, tokens: Path
     errors = [e for e in logs if e["log_level"] == "error"]
     assert len(errors) == 1  # reported once, not at every call
     assert errors[0]["event"] == "tokens file rejected; keeping the last good tokens"
+    if damage == "weak":
+        assert errors[0]["problem"].startswith(
+            "line 3 (principal new): the token is too weak; a token needs at least 32"
+        )
     assert NEW not in repr(logs)
+    assert WEAK not in repr(logs)
 
 
 async def test_changes_are_checked_at_most_every_reload_interval(pki: Pki, tokens: Path) -> None:

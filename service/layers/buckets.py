@@ -36,11 +36,6 @@ class Buckets:
         self._store(key, tokens, now)
         return (1 - tokens) / self._rate
 
-    def wait(self, key: str) -> float:
-        """Seconds until ``key`` has a token again, without taking one."""
-        tokens = self._level(key, self._clock())
-        return 0.0 if tokens >= 1 else (1 - tokens) / self._rate
-
     def _store(self, key: str, tokens: float, now: float) -> None:
         self._buckets[key] = (tokens, now)
         self._buckets.move_to_end(key)

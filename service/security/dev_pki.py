@@ -127,14 +127,15 @@ def make_leaf(
     ca_key: ec.EllipticCurvePrivateKey,
     common_name: str,
     *,
-    sans: Iterable[str] = (),
+    sans: Iterable[str | x509.GeneralName] = (),
     usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
     days: int = LEAF_DAYS,
     start: dt.datetime | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A certificate signed by the CA for one purpose: serverAuth (with SANs) or clientAuth.
 
-    It is valid for ``days`` from ``start`` (default: now).
+    It is valid for ``days`` from ``start`` (default: now). A SAN is a name (a URI, an IP
+    address, else a DNS name) or any GeneralName as it is.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
@@ -147,7 +148,7 @@ def make_leaf(
             critical=False,
         )
     )
-    names = [_san(n) for n in dict.fromkeys(sans)]
+    names = [_san(n) if isinstance(n, str) else n for n in dict.fromkeys(sans)]
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(ca_key, hashes.SHA256()), key

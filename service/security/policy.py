@@ -2,12 +2,15 @@
 
     # policy.toml: principal = [patterns]; a pattern is "*", "pkg.Service/*" or "pkg.Service/Method".
     [allow]
-    dev = ["*"]
-    reporting = ["rpc_package.HelloWorldService/SayHello"]
+    dev = ["*"]                                           # a token's name
+    "spiffe://example.org/ns/jobs/sa/report" = ["rpc_package.HelloWorldService/SayHello"]
+    "dns:reporting.example.org" = ["rpc_package.HelloWorldService/SayHello"]
+    "cn:hello-client" = ["rpc_package.HelloWorldService/*"]
     "*" = ["grpc.reflection.v1alpha.ServerReflection/*"]   # any principal not listed above
 
 Without a policy file every authenticated principal may call every method. With one, a principal
-gets its own entry, else the "*" entry, else nothing.
+gets its own entry, else the "*" entry, else nothing. A principal no caller can have (a ':' in
+a form authenticators.py never makes) is an error, as an unknown method is.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .authenticators import principal_problem
 
 
 class PolicyError(ValueError):
@@ -60,6 +65,8 @@ class Policy:
         services = frozenset(m.split("/", 1)[0] for m in methods)
         grants = {}
         for principal, patterns in allow.items():
+            if problem := principal_problem(principal):
+                raise PolicyError(f"{principal}: {problem}")
             if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
                 raise PolicyError(f"{principal}: expected a list of method patterns")
             grants[principal] = _grant(principal, patterns, services, methods)
