@@ -36,17 +36,20 @@ SYSTEM_TOOLS := kubectl:kubectl prometheus:prometheus promtool:prometheus h2load
 # The container image (make image; tests/test_image.py runs it as deploy/k8s would). No image can be
 # pulled here, so its base is a Debian bookworm root file system that deploy/podman/debian-base.sh
 # makes from Debian's packages, imported into podman's store under a tag naming that script's hash:
-# the base is made once and again only when its recipe changes. podman reads our containers.conf.
+# the base is made again when its recipe changes, and when it is BASE_MAX_AGE_DAYS old, since it
+# holds Debian's security updates only as of the day it was made. podman reads our containers.conf.
 IMAGE ?= localhost/hello-grpc-service:dev
 PODMAN := CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf podman
-BASE_IMAGE := localhost/hello-debian-base:bookworm-$(shell sha256sum deploy/podman/debian-base.sh | cut -c1-12)
+BASE_RECIPE := deploy/podman/debian-base.sh
+BASE_MAX_AGE_DAYS := 7
+BASE_IMAGE := localhost/hello-debian-base:bookworm-$(shell sha256sum $(BASE_RECIPE) | cut -c1-12)
 WHEELHOUSE := build/wheelhouse
 # The wheels for the image's Python (CPython 3.11 on glibc, both bases), whatever Python runs make.
 ARCH := $(shell uname -m)
 WHEEL_TARGET := --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
 	--platform manylinux2014_$(ARCH) $(foreach v,17 24 27 28 31 34 35 36,--platform manylinux_2_$(v)_$(ARCH))
 
-.PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse image proto certs run test lint fmt lock wheel clean
+.PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse base-image image proto certs run test lint fmt lock wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -107,9 +110,19 @@ wheelhouse: $(WHEELHOUSE).stamp ## Download the wheels deploy/Dockerfile install
 # Built without network (--network=none proves the build hermetic) in the docker format, which keeps
 # the HEALTHCHECK. The image this tag named before is removed once no tag names it (podman refuses
 # if a container uses it), so repeated builds do not fill the store.
-image: system-tools $(WHEELHOUSE).stamp ## Build the image (IMAGE=localhost/hello-grpc-service:dev) with podman on a Debian base made here (root)
-	@set -o pipefail; $(PODMAN) image exists $(BASE_IMAGE) || { echo "making $(BASE_IMAGE)"; \
-	    deploy/podman/debian-base.sh | $(PODMAN) import --quiet - $(BASE_IMAGE); }
+# The base it replaces goes, with the untagged images built on it (the build stage's cache, which no
+# build uses again): the images whose first layer is its layer. A tagged image built on it keeps its
+# layers until it is replaced in turn.
+base-image: system-tools ## Make the Debian base of make image when it is missing or BASE_MAX_AGE_DAYS (7) old (root)
+	@set -o pipefail; made=$$($(PODMAN) image inspect --format '{{.Created.Unix}}' $(BASE_IMAGE) 2>/dev/null || echo 0); \
+	if [ $$(( $$(date +%s) - made )) -ge $$(( $(BASE_MAX_AGE_DAYS) * 86400 )) ]; then \
+	    old=$$($(PODMAN) image inspect --format '{{index .RootFS.Layers 0}}' $(BASE_IMAGE) 2>/dev/null); \
+	    echo "making $(BASE_IMAGE)"; $(BASE_RECIPE) | $(PODMAN) import --quiet - $(BASE_IMAGE) || exit 1; \
+	    [ -z "$$old" ] || gone=$$($(PODMAN) image inspect --format '{{.Id}} {{index .RootFS.Layers 0}} {{len .RepoTags}}' \
+	        $$($(PODMAN) images --all --quiet) | awk -v old="$$old" '$$2 == old && $$3 == 0 {print $$1}'); \
+	    [ -z "$$gone" ] || $(PODMAN) rmi --ignore $$gone >/dev/null 2>&1 || true; fi
+
+image: system-tools $(WHEELHOUSE).stamp base-image ## Build the image (IMAGE=localhost/hello-grpc-service:dev) with podman on a Debian base made here (root)
 	@old=$$($(PODMAN) image inspect --format '{{.Id}}' $(IMAGE) 2>/dev/null); \
 	$(PODMAN) build --format docker --network=none --build-arg BASE=$(BASE_IMAGE) -f deploy/Dockerfile -t $(IMAGE) . \
 	&& new=$$($(PODMAN) image inspect --format '{{.Id}}' $(IMAGE)) \

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
+import threading
 from pathlib import Path
+from types import TracebackType
 
 import pytest
 
@@ -123,6 +126,63 @@ async def test_mtls_with_a_certificate_from_another_ca(mtls_server: BuiltServer,
         "the server refused the client certificate: it must be signed by the server's client CA, "
         "unexpired, and for client use (UNAVAILABLE)"
     )
+
+
+class _CertificateRecorder:
+    """A TLS server that notes the client certificate each connection shows (None: none), then closes it."""
+
+    def __init__(self, pki: Pki) -> None:
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(pki.server, pki.server_key)
+        self._context.load_verify_locations(pki.ca)
+        self._context.verify_mode = ssl.CERT_OPTIONAL  # a handshake with or without one, to see which
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)  # how soon the thread sees it is asked to stop
+        self.port: int = self._listener.getsockname()[1]
+        self.shown: list[bytes | None] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            connection.settimeout(5)
+            try:
+                with self._context.wrap_socket(connection, server_side=True) as tls:
+                    self.shown.append(tls.getpeercert(binary_form=True))
+            except OSError:
+                connection.close()
+
+    def __enter__(self) -> _CertificateRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+
+async def test_the_diagnosis_shows_the_client_certificate_to_no_one(pki: Pki) -> None:
+    # A server that closes every connection after the handshake, as one refusing the certificate does.
+    with _CertificateRecorder(pki) as recorder:
+        code, _, err = await hello_client(
+            *_args(pki, recorder.port, "--cert", pki.client, "--key", pki.client_key), "say", "x"
+        )
+    assert code == 1
+    assert _failure(err) == (
+        f"hello-client: 127.0.0.1:{recorder.port}: TLS handshake failed: "
+        "the server refused the client certificate: it must be signed by the server's client CA, "
+        "unexpired, and for client use (UNAVAILABLE)"
+    )
+    # grpc presents the certificate to the server it verified; the diagnosis's handshake after it, none.
+    certificate = ssl.PEM_cert_to_DER_cert(pki.client.read_text())
+    assert certificate in recorder.shown
+    assert recorder.shown.count(None) == 1
+    assert set(recorder.shown) == {certificate, None}
 
 
 async def test_plaintext_to_the_tls_port(server: BuiltServer) -> None:

@@ -31,6 +31,7 @@ IMAGE = "localhost/hello-grpc-service:test-" + hashlib.sha256(str(ROOT).encode()
 PODMAN_ENV = clean_env(CONTAINERS_CONF=str(ROOT / "deploy" / "podman" / "containers.conf"))
 SAY_HELLO = "rpc_package.HelloWorldService/SayHello"
 NEVER_LOGGED = "image-test-name"  # the request's name: a log line that holds it logged the payload
+SOURCES = "import glob; print(''.join(open(f).read() for f in glob.glob('/etc/apt/sources.list*') if f[-1] != 'd'))"
 
 
 def podman(*args: str, timeout: float = 60) -> str:
@@ -202,6 +203,76 @@ def test_the_image_carries_no_shell_pip_or_compiler_and_keeps_its_healthcheck(im
     [config] = json.loads(podman("image", "inspect", image))
     assert config["Healthcheck"]["Test"][:2] == ["CMD", "hello-client"]  # kept: make image builds the docker format
     assert config["Size"] < 300_000_000  # 204 MB on the Debian base (129 MB of it the base)
+
+
+def _make(*args: str) -> str:
+    env = {k: v for k, v in clean_env().items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    result = run(["make", "--no-print-directory", "-C", str(ROOT), *args], env, 120)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+def _make_variable(name: str) -> str:
+    return _make(f"--eval=print-{name}: ; @echo $({name})", f"print-{name}").strip()
+
+
+def test_the_base_holds_debians_security_updates_and_is_younger_than_its_age_limit(image: str) -> None:
+    sources = podman("run", "--rm", "--pull=never", "--network=none", "--entrypoint=python3", image, "-c", SOURCES)
+    assert " bookworm-security " in sources
+    made = int(podman("image", "inspect", "--format", "{{.Created.Unix}}", _make_variable("BASE_IMAGE")))
+    assert time.time() - made < int(_make_variable("BASE_MAX_AGE_DAYS")) * 86400
+
+
+def test_the_base_is_made_again_at_its_age_limit_and_kept_while_younger(tmp_path: Path) -> None:
+    # make base-image's own rule, with a recipe that writes a one-file tar instead of Debian's (seconds, not minutes).
+    for folder, content in (("made", "made by the recipe\n"), ("aged", "an aged base\n")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "file").write_text(content)
+    recipe = tmp_path / "recipe.sh"
+    recipe.write_text(f"#!/bin/sh\nexec tar -C {tmp_path / 'made'} -c .\n")
+    recipe.chmod(0o755)
+    tag = f"localhost/hello-test-base:{secrets.token_hex(6)}"
+    days = int(_make_variable("BASE_MAX_AGE_DAYS"))
+    assert days == 7  # what the README promises
+    made: list[str] = []
+
+    def image_id(name: str) -> str:
+        made.append(podman("image", "inspect", "--format", "{{.Id}}", name).strip())
+        return made[-1]
+
+    def make_base() -> tuple[bool, str]:
+        out = _make("base-image", f"BASE_RECIPE={recipe}", f"BASE_IMAGE={tag}")
+        return f"making {tag}" in out, image_id(tag)
+
+    def build(steps: str, *options: str) -> str:
+        (tmp_path / "Containerfile").write_text(steps)
+        # No cache: a cached build would hand back the image of the same steps made at another time.
+        command = ["build", "--quiet", "--no-cache", "--network=none", *options, "-f", str(tmp_path / "Containerfile")]
+        made.append(podman(*command, str(tmp_path / "aged")).split()[-1])  # --quiet prints the image's id
+        return made[-1]
+
+    def base_made_days_ago(age: float) -> str:
+        return build("FROM scratch\nCOPY file /file\n", f"--timestamp={int(time.time() - age * 86400)}", "-t", tag)
+
+    try:
+        assert make_base()[0]  # none yet: made
+        first = made[-1]
+        assert make_base() == (False, first)  # just made: kept
+        young = base_made_days_ago(days - 1)
+        assert make_base() == (False, young)
+        old = base_made_days_ago(days + 0.1)
+        # On the old base: an image a tag names, and one none does (as a build stage's cache is).
+        named = build(f"FROM {tag}\nCOPY file /again\n", "-t", f"{tag}-child")
+        cache = build(f"FROM {tag}\nCOPY file /cached\n")
+        remade, new = make_base()
+        assert remade
+        assert new != old
+        assert time.time() - int(podman("image", "inspect", "--format", "{{.Created.Unix}}", tag)) < 600
+        exists = {image: run(["podman", "image", "exists", image], PODMAN_ENV, 30).returncode == 0 for image in made}
+        # The base it replaced goes, with the untagged image on it; the tagged one stays whole.
+        assert (exists[old], exists[cache], exists[named]) == (False, False, True)
+    finally:
+        run(["podman", "rmi", "--force", "--ignore", f"{tag}-child", *set(made)], PODMAN_ENV, 60)
 
 
 def test_say_hello_over_tls_with_a_token(pod: Pod, pki: Pki) -> None:

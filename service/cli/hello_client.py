@@ -125,7 +125,7 @@ def _probe(settings: ClientSettings) -> str | None:
         return None
     if settings.plaintext:
         return "this port speaks TLS: drop --plaintext" if speaks_tls(*address) else None
-    why = why_tls_failed(*address, settings.cert_file, settings.key_file)
+    why = why_tls_failed(*address, with_certificate=settings.cert_file is not None)
     return None if why is None else f"TLS handshake failed: {why}"
 
 

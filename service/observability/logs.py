@@ -16,6 +16,7 @@ from typing import IO, Any, TextIO
 
 import orjson
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor
 
 from ..config.settings import LogSettings
@@ -40,11 +41,17 @@ def add_trace_context(_logger: object, _method: str, event_dict: EventDict) -> E
     return event_dict
 
 
+# A failure's line keeps the exception's type, message and frames (file, line, function), never a
+# variable's value: structlog's dict_tracebacks shows every frame's locals, and those hold the
+# request, its metadata (the bearer token) and whatever a team's handler had in hand.
+dict_tracebacks_without_locals = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+
+
 def _tracebacks(logger: Any, method: str, event_dict: EventDict) -> EventDict:
     # The structured traceback, only for the few lines that carry one (not for each access line).
     if "exc_info" not in event_dict:
         return event_dict
-    return structlog.processors.dict_tracebacks(logger, method, event_dict)
+    return dict_tracebacks_without_locals(logger, method, event_dict)
 
 
 class LoopFlushedLogger:
@@ -169,7 +176,7 @@ def json_line(trace_context: bool) -> Processor:
     """The JSON fast path's whole chain as one processor, rendering to bytes.
 
     The same line as merge_contextvars, [add_trace_context], add_log_level, utc_timestamper,
-    _tracebacks and JSONRenderer(orjson) in that order, in one call instead of six: a busy
+    _tracebacks (no locals) and JSONRenderer(orjson) in that order, in one call instead of six: a busy
     server writes a line per call, and each processor call costs it more than its work does.
     """
     clock = _UtcClock()
@@ -184,7 +191,7 @@ def json_line(trace_context: bool) -> Processor:
         event_dict["level"] = _LEVEL_OF_METHOD.get(method, method)
         event_dict["timestamp"] = clock.now()
         if "exc_info" in event_dict:
-            event_dict = structlog.processors.dict_tracebacks(logger, method, event_dict)
+            event_dict = dict_tracebacks_without_locals(logger, method, event_dict)
         try:
             return orjson.dumps(event_dict, default=_fallback, option=orjson.OPT_NON_STR_KEYS)
         except TypeError:
@@ -209,8 +216,12 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None, *, tr
         structlog.processors.add_log_level,
         utc_timestamper(),
     ]
+    # ConsoleRenderer's default tracebacks are Rich's or better-exceptions' when either is installed
+    # (a team's dependency may bring it), and both print each frame's locals: the plain one does not.
     renderer: Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)
     )
     exceptions: list[Processor] = [_tracebacks] if json else []
     # Our own events, the access log's line per call among them, take the fast path: orjson
