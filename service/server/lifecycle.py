@@ -81,12 +81,12 @@ class Lifecycle:
     async def startup(self) -> None:
         """Start serving: /metrics, the background work, then the servers; logs "serving"."""
         built, settings = self.built, self.settings
-        # A worker leaves /metrics to its supervisor, which adds up all the workers' values.
-        if not self.worker:
+        if self.worker:
+            # A worker leaves /metrics to its supervisor, which adds up all the workers' values.
+            self._background.append(asyncio.ensure_future(self._stop_when_orphaned()))
+        else:
             self._metrics_http = serve_metrics(built.metrics.registry, settings)
             self.metrics_port = None if self._metrics_http is None else int(self._metrics_http.server_port)
-        if self.worker:
-            self._background.append(asyncio.ensure_future(self._stop_when_orphaned()))
         self._background.append(asyncio.ensure_future(_push_every(built.metrics, PUSH_SECONDS)))
         for server in built.servers:
             await server.start()
