@@ -150,7 +150,7 @@ fmt: $(BIN)/.installed ## Format and auto-fix with ruff
 lock: $(BIN)/.installed ## Re-resolve requirements*.lock from pyproject.toml
 	$(call compile,requirements.lock,pyproject.toml)
 	$(call compile,requirements-tracing.lock,pyproject.toml,--extra=tracing)
-	$(call compile,requirements-dev.lock,pyproject.toml,--extra=dev --extra=tracing)
+	$(call compile,requirements-dev.lock,pyproject.toml,--extra=dev --extra=tracing --extra=edge)
 	$(call compile,requirements-build.lock,requirements-build.in)
 	$(call compile,requirements-deploy.lock,requirements-deploy.in)
 
