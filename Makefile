@@ -46,7 +46,7 @@ ARCH := $(shell uname -m)
 WHEEL_TARGET := --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
 	--platform manylinux2014_$(ARCH) $(foreach v,17 24 27 28 31 34 35 36,--platform manylinux_2_$(v)_$(ARCH))
 
-.PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse image proto certs run test lint fmt lock wheel clean
+.PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse image proto certs run run-edge test lint fmt lock wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -133,6 +133,12 @@ certs: $(BIN)/.installed ## Write dev CA, server/client certs and a token into c
 run: ## Serve on localhost:50051 with TLS and the dev token (config/dev.env)
 	@$(MAKE) --no-print-directory $(GENERATED) certs >&2
 	@exec $(BIN)/hello-server --env-file $(ENV_FILE)
+
+# The same server, with Envoy in front (hello-edge run): stdout is still the server's log lines alone;
+# the edge's own lines and Envoy's go to stderr. One Ctrl-C or SIGTERM stops both.
+run-edge: ## make run with Envoy in front: JSON and gRPC-Web on http://localhost:8080 (HELLO_EDGE__* in config/dev.env)
+	@$(MAKE) --no-print-directory $(GENERATED) certs >&2
+	@exec $(BIN)/hello-edge --env-file $(ENV_FILE) run
 
 test: system-tools $(GENERATED) $(BUF) $(DEPLOY_VENV)/.installed lint ## Install everything the tests need, lint, then run the tests
 	$(BIN)/pytest
