@@ -31,7 +31,7 @@ DEPLOY_VENV := .venv-deploy
 # Programs the tests drive, as command:Debian-package; installed with apt-get where missing.
 SYSTEM_TOOLS := kubectl:kubectl prometheus:prometheus promtool:prometheus h2load:nghttp2-client nghttp:nghttp2-client \
 	openssl:openssl taskset:util-linux valgrind:valgrind callgrind_control:valgrind \
-	podman:podman runc:runc mmdebstrap:mmdebstrap
+	podman:podman runc:runc mmdebstrap:mmdebstrap chromium:chromium
 
 # The container image (make image; tests/test_image.py runs it as deploy/k8s would). No image can be
 # pulled here, so its base is a Debian bookworm root file system that deploy/podman/debian-base.sh
@@ -60,12 +60,14 @@ $(BIN)/.installed: requirements-dev.lock pyproject.toml
 
 venv: $(BIN)/.installed ## Create .venv and install the locked dependencies and the project
 
-# Command-line tools from npm that the tests drive (buf; the CRD schemas of tools/validate-crds.mjs), pinned by tools/package-lock.json.
+# Command-line tools from npm that the tests drive (buf; the CRD schemas of tools/validate-crds.mjs; the
+# browser test's puppeteer-core, connect-web, protoc-gen-es and esbuild), pinned by tools/package-lock.json.
+# puppeteer-core downloads no browser; PUPPETEER_SKIP_DOWNLOAD says so to anything that would.
 $(BUF): tools/package.json tools/package-lock.json
-	npm ci --prefix tools --no-audit --no-fund --loglevel=error
+	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tools --no-audit --no-fund --loglevel=error
 	@touch $@
 
-tools: $(BUF) ## Install the npm tools the tests use (buf)
+tools: $(BUF) ## Install the npm tools the tests use (buf, the browser test's)
 
 system-tools: ## Install the Debian packages the tests drive (needs root where any is missing)
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
