@@ -31,7 +31,7 @@ DEPLOY_VENV := .venv-deploy
 # Programs the tests drive, as command:Debian-package; installed with apt-get where missing.
 SYSTEM_TOOLS := kubectl:kubectl prometheus:prometheus promtool:prometheus h2load:nghttp2-client nghttp:nghttp2-client \
 	openssl:openssl taskset:util-linux valgrind:valgrind callgrind_control:valgrind \
-	podman:podman runc:runc mmdebstrap:mmdebstrap chromium:chromium
+	podman:podman runc:runc mmdebstrap:mmdebstrap chromium:chromium curl:curl
 
 # The container image (make image; tests/test_image.py runs it as deploy/k8s would). No image can be
 # pulled here, so its base is a Debian bookworm root file system that deploy/podman/debian-base.sh
@@ -46,7 +46,7 @@ ARCH := $(shell uname -m)
 WHEEL_TARGET := --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
 	--platform manylinux2014_$(ARCH) $(foreach v,17 24 27 28 31 34 35 36,--platform manylinux_2_$(v)_$(ARCH))
 
-.PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse image proto certs run run-edge test lint fmt lock wheel clean
+.PHONY: help bench bench-edge venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse image proto certs run run-edge test lint fmt lock wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -165,6 +165,9 @@ lock: $(BIN)/.installed ## Re-resolve requirements*.lock from pyproject.toml
 bench: system-tools $(GENERATED) ## Benchmark ours against a bare aio server and the seed's (QUICK=1: under a minute; INSTRUCTIONS=0: no callgrind guard; GRPCIO=a,b: on those grpcio releases)
 	$(BIN)/python -m tests.bench.bench $(if $(filter 1 yes true,$(QUICK)),--quick) $(if $(GRPCIO),--grpcio $(GRPCIO)) \
 		$(if $(filter 0 no false,$(INSTRUCTIONS)),--instruction-calls 0)
+
+bench-edge: system-tools $(GENERATED) ## What the edge adds per call: h2load at the server alone and through Envoy (gRPC-Web, JSON); about two minutes
+	$(BIN)/python -m tests.bench.edge
 
 wheel: $(BIN)/.installed ## Build the wheel into dist/
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .

@@ -159,8 +159,12 @@ def http(url: str, method: str = "POST", body: bytes | None = None, headers: dic
         return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
 
 
+def _base(edge: EdgeProcess | str) -> str:
+    return edge if isinstance(edge, str) else edge.url
+
+
 def json_call(
-    edge: EdgeProcess, path: str, payload: Any = None, *, token: str | None, method: str = "POST", **headers: str
+    edge: EdgeProcess | str, path: str, payload: Any = None, *, token: str | None, method: str = "POST", **headers: str
 ) -> Reply:
     """A JSON call, as curl makes it: ``payload`` (or raw bytes) as the body, the token as a bearer header."""
     sent = dict(headers)
@@ -169,7 +173,7 @@ def json_call(
     body = payload if isinstance(payload, bytes) or payload is None else json.dumps(payload).encode()
     if body is not None:
         sent.setdefault("content-type", "application/json")
-    return http(edge.url + path, method, body, sent)
+    return http(_base(edge) + path, method, body, sent)
 
 
 def frames(messages: list[bytes]) -> bytes:
@@ -206,7 +210,7 @@ class GrpcWebReply:
 
 
 def grpc_web_call(
-    edge: EdgeProcess, path: str, messages: list[bytes], *, token: str | None, text: bool = False, **headers: str
+    edge: EdgeProcess | str, path: str, messages: list[bytes], *, token: str | None, text: bool = False, **headers: str
 ) -> GrpcWebReply:
     """A gRPC-Web call as a browser library makes it (binary, or with ``text`` base64: grpc-web-text)."""
     kind = "application/grpc-web-text" if text else "application/grpc-web+proto"
@@ -216,7 +220,7 @@ def grpc_web_call(
     if token is not None:
         sent["authorization"] = f"Bearer {token}"
     body = frames(messages)
-    reply = http(edge.url + path, "POST", base64.b64encode(body) if text else body, sent)
+    reply = http(_base(edge) + path, "POST", base64.b64encode(body) if text else body, sent)
     assert reply.headers.get("content-type", kind).startswith(kind), reply.headers
     payload = _unbase64(reply.body) if text else reply.body
     result = GrpcWebReply(reply.status, reply.headers)

