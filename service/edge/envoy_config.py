@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,21 @@ def _address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port, **({"ipv4_compat": True} if host == "::" else {})}}
 
 
+def _has_ipv6_loopback() -> bool:
+    """Whether ::1 can be bound here (a container may have IPv6 off, and Envoy would then not start)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def _listen(host: str, port: int) -> dict[str, Any]:
-    """A listener's address (and, for "localhost", both loopback addresses)."""
+    """A listener's address (and, for "localhost", both loopback addresses where there are two)."""
     if host == "localhost":
-        return {"address": _address("127.0.0.1", port), "additional_addresses": [{"address": _address("::1", port)}]}
+        also = [{"address": _address("::1", port)}] if _has_ipv6_loopback() else []
+        return {"address": _address("127.0.0.1", port), **({"additional_addresses": also} if also else {})}
     return {"address": _address(host, port)}
 
 
