@@ -44,10 +44,15 @@ def edge(pki: Pki) -> Iterator[EdgeProcess]:
 @pytest.fixture(scope="module")
 def limited(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
     """A stack whose server lets each caller make one call, then refuses for a long while (429 at the edge),
-    and lets the dev token call SayHello only (403 for the rest)."""
+    and lets the dev token call SayHello only (403 for the rest); its edge takes bodies of 4 KiB at most."""
     policy = tmp_path_factory.mktemp("policy") / "policy.toml"
     policy.write_text('[allow]\ndev = ["rpc_package.HelloWorldService/SayHello"]\n')
-    settings = {"HELLO_RATE_LIMIT__PER_SECOND": 0.001, "HELLO_RATE_LIMIT__BURST": 1, "HELLO_AUTH__POLICY_FILE": policy}
+    settings = {
+        "HELLO_RATE_LIMIT__PER_SECOND": 0.001,
+        "HELLO_RATE_LIMIT__BURST": 1,
+        "HELLO_AUTH__POLICY_FILE": policy,
+        "HELLO_EDGE__MAX_REQUEST_BYTES": 4096,
+    }
     with running_edge(pki, **settings) as started:
         yield started
 
@@ -198,10 +203,11 @@ def test_escaped_and_proto_field_names_are_the_fields_they_spell(edge: EdgeProce
     assert (reply.status, reply.json()) == (200, {"message": "Hello, Esc!"})
 
 
-def test_a_body_over_the_limit_is_413(pki: Pki) -> None:
-    with running_edge(pki, HELLO_EDGE__MAX_REQUEST_BYTES=4096) as edge:
-        reply = json_call(edge, f"{HELLO}/SayHello", {"name": "x" * 10_000}, token=pki.token)
-        assert (reply.status, reply.json()["code"]) == (413, 8)
+def test_a_body_over_the_limit_is_413(limited: EdgeProcess, pki: Pki) -> None:
+    mine = _id()
+    reply = json_call(limited, f"{HELLO}/SayHello", {"name": "x" * 10_000}, token=pki.token, **{"x-request-id": mine})
+    assert (reply.status, reply.json()["code"]) == (413, 8)
+    assert not limited.reached_server(mine)
 
 
 def test_a_server_out_of_reach_is_503_unavailable(tmp_path: Path, pki: Pki) -> None:
