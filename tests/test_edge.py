@@ -11,9 +11,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -478,3 +481,45 @@ def test_the_readmes_curl_commands_print_what_it_says(edge: EdgeProcess, pki: Pk
             check=False,
         )
         assert result.stdout == match.group(1), command
+
+
+def _kubernetes_secret_folder(folder: Path, version: str, cert: Path, key: Path) -> None:
+    """Lay ``cert`` and ``key`` out as the kubelet writes a Secret volume, or swap them in as it does on rotation."""
+    data = folder / f"..{version}"
+    data.mkdir(parents=True)
+    shutil.copy(cert, data / "tls.crt")
+    shutil.copy(key, data / "tls.key")
+    link = folder / "..data_tmp"
+    link.symlink_to(data.name)
+    link.rename(folder / "..data")  # atomic, as the kubelet swaps it
+    for name in ("tls.crt", "tls.key"):
+        if not (folder / name).is_symlink():
+            (folder / name).symlink_to(f"..data/{name}")
+
+
+def test_https_on_the_listener_and_a_rotated_certificate_served_without_a_restart(
+    pki: Pki, other_pki: Pki, tmp_path: Path
+) -> None:
+    folder = tmp_path / "edge-tls"
+    _kubernetes_secret_folder(folder, "first", pki.server, pki.server_key)
+    settings = {"HELLO_EDGE__CERT_FILE": folder / "tls.crt", "HELLO_EDGE__KEY_FILE": folder / "tls.key"}
+    with running_edge(pki, **settings) as edge:
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        request = urllib.request.Request(
+            f"https://localhost:{edge.port}{HELLO}/SayHello",
+            data=b'{"name": "TLS"}',
+            headers={"authorization": f"Bearer {pki.token}", "content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:  # noqa: S310
+            assert json.loads(response.read()) == {"message": "Hello, TLS!"}
+
+        def served() -> str:
+            return ssl.get_server_certificate(("127.0.0.1", edge.port))
+
+        assert served() == pki.server.read_text()
+        _kubernetes_secret_folder(folder, "second", other_pki.server, other_pki.server_key)
+        deadline = time.monotonic() + 15
+        while served() != other_pki.server.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert served() == other_pki.server.read_text()
+        assert edge.proc.poll() is None  # the same Envoy, not restarted
