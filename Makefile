@@ -31,7 +31,7 @@ DEPLOY_VENV := .venv-deploy
 # Programs the tests drive, as command:Debian-package; installed with apt-get where missing.
 SYSTEM_TOOLS := kubectl:kubectl prometheus:prometheus promtool:prometheus h2load:nghttp2-client nghttp:nghttp2-client \
 	openssl:openssl taskset:util-linux valgrind:valgrind callgrind_control:valgrind \
-	podman:podman runc:runc mmdebstrap:mmdebstrap
+	podman:podman runc:runc mmdebstrap:mmdebstrap chromium:chromium curl:curl
 
 # The container image (make image; tests/test_image.py runs it as deploy/k8s would). No image can be
 # pulled here, so its base is a Debian bookworm root file system that deploy/podman/debian-base.sh
@@ -49,7 +49,7 @@ ARCH := $(shell uname -m)
 WHEEL_TARGET := --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
 	--platform manylinux2014_$(ARCH) $(foreach v,17 24 27 28 31 34 35 36,--platform manylinux_2_$(v)_$(ARCH))
 
-.PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse base-image image proto certs run test lint fmt lock wheel clean
+.PHONY: help bench bench-edge venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse base-image image proto certs run run-edge test lint fmt lock wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,12 +63,14 @@ $(BIN)/.installed: requirements-dev.lock pyproject.toml
 
 venv: $(BIN)/.installed ## Create .venv and install the locked dependencies and the project
 
-# Command-line tools from npm that the tests drive (buf; the CRD schemas of tools/validate-crds.mjs), pinned by tools/package-lock.json.
+# Command-line tools from npm that the tests drive (buf; the CRD schemas of tools/validate-crds.mjs; the
+# browser test's puppeteer-core, connect-web, protoc-gen-es and esbuild), pinned by tools/package-lock.json.
+# puppeteer-core downloads no browser; PUPPETEER_SKIP_DOWNLOAD says so to anything that would.
 $(BUF): tools/package.json tools/package-lock.json
-	npm ci --prefix tools --no-audit --no-fund --loglevel=error
+	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tools --no-audit --no-fund --loglevel=error
 	@touch $@
 
-tools: $(BUF) ## Install the npm tools the tests use (buf)
+tools: $(BUF) ## Install the npm tools the tests use (buf, the browser test's)
 
 system-tools: ## Install the Debian packages the tests drive (needs root where any is missing)
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
@@ -147,6 +149,12 @@ run: ## Serve on localhost:50051 with TLS and the dev token (config/dev.env)
 	@$(MAKE) --no-print-directory $(GENERATED) certs >&2
 	@exec $(BIN)/hello-server --env-file $(ENV_FILE)
 
+# The same server, with Envoy in front (hello-edge run): stdout is still the server's log lines alone;
+# the edge's own lines and Envoy's go to stderr. One Ctrl-C or SIGTERM stops both.
+run-edge: ## make run with Envoy in front: JSON and gRPC-Web on http://localhost:8080 (HELLO_EDGE__* in config/dev.env)
+	@$(MAKE) --no-print-directory $(GENERATED) certs >&2
+	@exec $(BIN)/hello-edge --env-file $(ENV_FILE) run
+
 test: system-tools $(GENERATED) $(BUF) $(DEPLOY_VENV)/.installed lint ## Install everything the tests need, lint, then run the tests
 	$(BIN)/pytest
 
@@ -163,13 +171,16 @@ fmt: $(BIN)/.installed ## Format and auto-fix with ruff
 lock: $(BIN)/.installed ## Re-resolve requirements*.lock from pyproject.toml
 	$(call compile,requirements.lock,pyproject.toml)
 	$(call compile,requirements-tracing.lock,pyproject.toml,--extra=tracing)
-	$(call compile,requirements-dev.lock,pyproject.toml,--extra=dev --extra=tracing)
+	$(call compile,requirements-dev.lock,pyproject.toml,--extra=dev --extra=tracing --extra=edge)
 	$(call compile,requirements-build.lock,requirements-build.in)
 	$(call compile,requirements-deploy.lock,requirements-deploy.in)
 
 bench: system-tools $(GENERATED) ## Benchmark ours against a bare aio server and the seed's (QUICK=1: under a minute; INSTRUCTIONS=0: no callgrind guard; GRPCIO=a,b: on those grpcio releases)
 	$(BIN)/python -m tests.bench.bench $(if $(filter 1 yes true,$(QUICK)),--quick) $(if $(GRPCIO),--grpcio $(GRPCIO)) \
 		$(if $(filter 0 no false,$(INSTRUCTIONS)),--instruction-calls 0)
+
+bench-edge: system-tools $(GENERATED) ## What the edge adds per call: h2load at the server alone and through Envoy (gRPC-Web, JSON); about two minutes
+	$(BIN)/python -m tests.bench.edge
 
 wheel: $(BIN)/.installed ## Build the wheel into dist/
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .

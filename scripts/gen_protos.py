@@ -33,6 +33,13 @@ def _plugin(name: str) -> str:
     return str(path)
 
 
+def _googleapis() -> str:
+    """The folder with google/api/*.proto (http annotations) and google/rpc/*.proto: googleapis-common-protos'."""
+    from google.api import annotations_pb2
+
+    return str(Path(annotations_pb2.__file__).resolve().parents[2])
+
+
 def _relative_imports(text: str, package: str, packages: set[str]) -> str:
     """Imports of the generated modules of ``packages``, made relative to ``package`` (the importer's).
 
@@ -62,6 +69,8 @@ def generate(out: Path, root: Path = PROTOS) -> None:
             f"-I{root}",
             # The well-known types (google/protobuf/timestamp.proto, ...) that grpcio-tools ships.
             f"-I{resources.files('grpc_tools') / '_proto'}",
+            # google/api/annotations.proto, for google.api.http rules (REST routes at the edge).
+            f"-I{_googleapis()}",
             f"--plugin=protoc-gen-mypy={_plugin('protoc-gen-mypy')}",
             f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
             f"--python_out={tmp}",

@@ -17,7 +17,7 @@ LEVELS = (
     ("service.registry",),
     ("service.security", "service.observability"),
     ("service.layers", "service.hello", "service.client"),
-    ("service.server",),
+    ("service.server", "service.edge"),
     ("service.cli",),
     ("service.__main__",),
 )

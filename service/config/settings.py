@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ..errors import ConfigError
 from .problems import RELATIVE, problems, unknown_variables
@@ -132,6 +133,72 @@ class TracingSettings(BaseModel):
     service_name: str | None = None
 
 
+# A browser origin CORS may let in: scheme://host, with a port, or ":*" for any port of that host.
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:([0-9]{1,5}|\*))?")
+
+
+class EdgeSettings(BaseModel):
+    """The Envoy edge in front of the server (hello-edge): JSON and gRPC-Web for browsers and REST clients."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # The edge's listener: an IP address ("localhost": 127.0.0.1 and ::1) and a port.
+    host: str = "::"
+    port: Port = 8080
+    # The browser origins CORS lets call, comma-separated: scheme://host[:port], the port may be *
+    # (any port of that host). No wildcard host: each origin is named. Empty: no browser may call.
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # HTTPS on the listener (certificate chain and key, PEM); unset: plain HTTP, for local development.
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+    # The server behind the edge, host:port; unset: HELLO_HOST (a wildcard address: localhost) and HELLO_PORT.
+    upstream: str | None = None
+    # The name the server's certificate must carry; unset: the upstream's host.
+    upstream_server_name: str | None = None
+    # The CA that signed the server's certificate: the edge always verifies it (over HTTP/2 and TLS).
+    upstream_ca_file: FilePath | None = None
+    # The edge's client certificate and key, for a server that asks for one (HELLO_TLS__CLIENT_CA_FILE).
+    upstream_cert_file: FilePath | None = None
+    upstream_key_file: FilePath | None = None
+    # Plain HTTP GET /ready for probes (200 while the edge serves); "off": none.
+    health_port: OptionalPort = 8085
+    # Envoy's admin interface (stats, config dump), on 127.0.0.1 only; 0: any free port.
+    admin_port: Port = 9901
+    # The largest request body (and each connection's buffer), in bytes; a bigger body gets 413.
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Client connections open at once on the edge; beyond it new ones are refused.
+    max_connections: int = Field(default=1024, ge=1)
+    # Envoy's worker threads (--concurrency); unset: one per core Envoy sees.
+    concurrency: int | None = Field(default=None, ge=1, le=64)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            if ("*" in origin and not origin.endswith(":*")) or origin.count("*") > 1:
+                raise ValueError(
+                    f"{origin!r}: a wildcard stands only for the port (http://localhost:*): name each "
+                    "host, since any site a wildcard lets in can call with its visitors' tokens"
+                )
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host or scheme://host:port")
+        return origins
+
+    @field_validator("upstream")
+    @classmethod
+    def _host_and_port(cls, upstream: str | None) -> str | None:
+        if upstream is not None:
+            host, _, port = upstream.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{upstream!r}: write host:port, e.g. localhost:50051")
+        return upstream
+
+
 class Settings(BaseSettings):
     """Everything hello-server reads from its environment (prefix HELLO_, nesting with __)."""
 
@@ -159,6 +226,8 @@ class Settings(BaseSettings):
     tracing: TracingSettings = TracingSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     load_report: LoadReportSettings = LoadReportSettings()
+    # Read by hello-edge only (the Envoy edge); the server ignores it.
+    edge: EdgeSettings = EdgeSettings()
     # Processes serving the same ports (SO_REUSEPORT), supervised by the first; "auto": one per core.
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
 
