@@ -162,6 +162,7 @@ def test_the_settings_tables_name_every_setting_and_no_other() -> None:
     from service.config.settings import KNOWN_VARIABLES
 
     cells = [*_table_cells(ROOT / "docs" / "settings.md"), *_table_cells(ROOT / "docs" / "client.md")]
+    cells += _table_cells(ROOT / "docs" / "edge.md")
     documented = {name for cell in cells for name in re.findall(r"`(HELLO_[A-Z0-9_]+)`", cell)}
     # The supervisor's hand-over to its workers is no setting of anyone's.
     read = set(KNOWN_VARIABLES) - {"HELLO_WORKER_READY_FD"}
