@@ -5,8 +5,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
-from .layers import Chain
-from .layers.stack import health_port_layers
+from .layers import Chain, Layer
 from .ports import bind
 from .registry import Registry
 from .server_options import health_port_options
@@ -14,13 +13,16 @@ from .settings import Settings
 
 
 def health_server(
-    settings: Settings, servicer: health.aio.HealthServicer, shared_port: bool
+    settings: Settings, servicer: health.aio.HealthServicer, layers: list[Layer], shared_port: bool
 ) -> tuple[grpc.aio.Server, int] | None:
-    """A server for ``servicer`` alone (shared with the main server, and so its statuses), or None when off."""
+    """A server for ``servicer`` alone (shared with the main server, and so its statuses), or None when off.
+
+    ``layers`` are the port's own (service.layers.stack.health_port_layers).
+    """
     if settings.health_port == "off":
         return None
     server = grpc.aio.server(options=health_port_options(settings, shared_port))
     registry = Registry(settings)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, registry.as_server)
-    Chain(health_port_layers()).serve(server, registry)
+    Chain(layers).serve(server, registry)
     return server, bind(server, "health_port", settings.host, settings.health_port, None)
