@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import selectors
 import socket
@@ -13,7 +14,9 @@ import urllib.request
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .conftest import Pki
+from service.metrics_http import serve_metrics
+
+from .conftest import Pki, running, server_settings
 from .processes import BIN, ServerProcess, pki_env
 
 TIMEOUT, MAX_CONNECTIONS, FILE_LIMIT, HALF_OPEN = 2, 16, 128, 200
@@ -123,3 +126,40 @@ async def test_half_open_scrapes_are_dropped_and_starve_nothing(pki: Pki) -> Non
                 sock.close()
     finally:
         server.stop()
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` and read the reply to its end (the server closes every connection after one)."""
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        try:
+            while chunk := sock.recv(65536):
+                reply += chunk
+        except ConnectionResetError:
+            pass  # closed without a reply: what the caller asserts on
+    return reply
+
+
+async def test_the_scrape_server_speaks_http_as_prometheus_client_did(pki: Pki) -> None:
+    settings = server_settings(pki)
+    async with running(settings) as built:
+        http = serve_metrics(built.metrics.registry, settings)
+        assert http is not None
+        try:
+            port = http.server_port
+            gzipped = await asyncio.to_thread(
+                _exchange, port, b"GET /metrics?name[]=hello_build_info HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n"
+            )
+            head, _, body = gzipped.partition(b"\r\n\r\n")
+            assert head.startswith((b"HTTP/1.1 200 OK\r\n", b"HTTP/1.0 200 OK\r\n"))
+            assert b"Content-Encoding: gzip" in head
+            assert gzip.decompress(body).decode().splitlines()[-1].startswith("hello_build_info{")
+            post = await asyncio.to_thread(_exchange, port, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            assert post.split(b"\r\n")[0].endswith(b" 405 Method Not Allowed")
+            garbage = await asyncio.to_thread(_exchange, port, b"HELLO\r\n\r\n")
+            assert garbage.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+            # A request head longer than any scraper sends is not answered at all.
+            assert await asyncio.to_thread(_exchange, port, b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n") == b""
+        finally:
+            http.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health
@@ -54,7 +55,7 @@ class WatchLimit:
         self._by_connection[peer] = on_connection + 1
         server_wide.count += 1
 
-    def _refuse(self, subject: str, limit: str) -> None:
+    def _refuse(self, subject: str, limit: str) -> NoReturn:
         self._on_limited("watch")
         # No automatic retry: a watching client's health check retries with its own backoff.
         quota = quota_failure(subject, limit)
