@@ -91,6 +91,13 @@ def _write_cert_pair(directory: Path, days: int, start: dt.datetime) -> tuple[Pa
             ["HELLO_AUTH__POLICY_FILE: no such file: config/nope.toml", "resolved against the working directory"],
         ),
         ({"HELLO_LOOP": "trio"}, ["HELLO_LOOP", "one of auto, uvloop, asyncio"]),
+        (
+            {"HELLO_HEALTH__MAX_SERVICE_NAME_LENGTH": "20"},
+            [
+                "HELLO_HEALTH__MAX_SERVICE_NAME_LENGTH: 20 is shorter than rpc_package.HelloWorldService (29),"
+                " which HELLO_APP serves"
+            ],
+        ),
     ],
     ids=[
         "no-tls",
@@ -118,6 +125,7 @@ def _write_cert_pair(directory: Path, days: int, start: dt.datetime) -> tuple[Pa
         "nested-setting-misspelled",
         "relative-path",
         "unknown-loop",
+        "health-name-limit-below-a-service",
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(pki: Pki, settings: dict[str, str], fragments: list[str]) -> None:

@@ -92,6 +92,31 @@ class GrpcSettings(BaseModel):
     handshake_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
+class HealthSettings(BaseModel):
+    """Bounds on the health service, which answers anyone: it needs no credentials, on either port."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Open Watch streams on the whole server (both ports) and on one connection; each holds about
+    # 25 KiB while open (measured), and a client that watches health holds one per connection.
+    max_watch_streams: int = Field(default=1000, ge=1)
+    max_watch_streams_per_connection: int = Field(default=8, ge=1)
+    # Longest service name a health call may ask about, in code points; no service may be served
+    # under a longer name (a start-up error), so a longer one is INVALID_ARGUMENT.
+    max_service_name_length: int = Field(default=256, ge=1, le=4096)
+
+
+class MetricsSettings(BaseModel):
+    """Bounds on the /metrics listener, which answers anyone that reaches its port."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # A scrape connection must send its request, and take the reply, within this; else it is closed.
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Connections open at once; beyond it the oldest one still sending its request is closed.
+    max_connections: int = Field(default=16, ge=1, le=1024)
+
+
 class RateLimitSettings(BaseModel):
     """How much each caller may ask for; RESOURCE_EXHAUSTED beyond it."""
 
@@ -223,6 +248,8 @@ class Settings(BaseSettings):
     insecure: bool = False
     log: LogSettings = LogSettings()
     grpc: GrpcSettings = GrpcSettings()
+    health: HealthSettings = HealthSettings()
+    metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     load_report: LoadReportSettings = LoadReportSettings()

@@ -12,6 +12,7 @@ from .hooks import Layer
 from .limits import ConcurrencyLimit, RateLimit
 from .metrics import Metrics
 from .request_id import RequestId
+from .watches import WatchLimit
 from .wire import Wire
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "Metrics",
     "RateLimit",
     "RequestId",
+    "WatchLimit",
     "Wire",
 ]

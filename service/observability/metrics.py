@@ -208,7 +208,10 @@ class ServerMetrics:
             "hello_auth_failures_total", "Calls refused by auth, by reason.", ("reason",), registry=registry
         )
         self._limited = Counter(
-            "hello_rate_limited_total", "Calls refused by a limit: rate, concurrency.", ("limit",), registry=registry
+            "hello_rate_limited_total",
+            "Calls refused by a limit: rate, concurrency, watch (health Watch streams).",
+            ("limit",),
+            registry=registry,
         )
         self.certificate_expiry = Gauge(
             "hello_server_certificate_expiry_timestamp_seconds",
@@ -264,7 +267,7 @@ class ServerMetrics:
         self._auth_failures.labels(reason).inc()
 
     def limited(self, limit: str) -> None:
-        """Count a call a limit refused: rate or concurrency."""
+        """Count a call a limit refused: rate, concurrency or watch."""
         self._limited.labels(limit).inc()
 
     def certificate_expires(self, not_after: dt.datetime) -> None:

@@ -13,6 +13,7 @@ from .. import __version__
 from ..config.settings import Settings, env_name
 from ..errors import ConfigError
 from ..layers import Chain
+from ..layers.watches import OpenWatches
 from ..observability.metrics import ServerMetrics
 from ..registry import DuplicateService, Registry
 from ..security.credentials import ServerTls
@@ -20,11 +21,12 @@ from ..security.guard import server_tls
 from ..security.reloading import ServerCertificates
 from .app import APP
 from .health_port import health_server
+from .health_service import Health
 from .options import server_options
 from .ports import bind
 from .reflection import SERVICE_NAMES as REFLECTION_SERVICES
 from .reflection import register_reflection
-from .stack import server_layers
+from .stack import health_port_layers, server_layers
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -57,9 +59,16 @@ class BuiltServer:
         return (self.server,) if self.health_server is None else (self.server, self.health_server)
 
 
-def _stack_services(registry: Registry, health_servicer: health.aio.HealthServicer) -> None:
+def _stack_services(registry: Registry, health_servicer: health.aio.HealthServicer, max_name_length: int) -> None:
     """Health and reflection, registered after the app's services (and so covering them)."""
     app_services = registry.services
+    for service in app_services:
+        if len(service) > max_name_length:
+            # Health refuses to look up a longer name, so this service's health could not be asked.
+            setting = env_name("health", "max_service_name_length")
+            raise ConfigError(
+                setting, f"{max_name_length} is shorter than {service} ({len(service)}), which {APP} serves"
+            )
     try:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry.as_server)
         register_reflection(registry, (*app_services, health.SERVICE_NAME))
@@ -102,12 +111,16 @@ async def build_server(
     tracer = tracer if settings.tracing.enabled else None
 
     app_services = registry.services
-    health_servicer = health.aio.HealthServicer()
-    _stack_services(registry, health_servicer)
+    health_servicer = Health(settings.health.max_service_name_length)
+    _stack_services(registry, health_servicer, settings.health.max_service_name_length)
     metrics.precreate(registry)
     # Health answers probes and load balancers that hold no credentials.
     public = (health.SERVICE_NAME, *(REFLECTION_SERVICES if settings.auth.public_reflection else ()))
-    layers = server_layers(settings, tls, metrics, tracer, methods=registry.methods(), public_services=public)
+    # Health's Watch streams are capped on the whole server: both ports count against one limit.
+    watches = OpenWatches(settings.health.max_watch_streams)
+    layers = server_layers(
+        settings, tls, metrics, tracer, methods=registry.methods(), public_services=public, watches=watches
+    )
     # No grpc interceptors: the chain wraps each handler once, here, as it is registered.
     server = grpc.aio.server(options=server_options(settings, shared_port))
     chain = Chain(layers)
@@ -129,7 +142,8 @@ async def build_server(
         )
         credentials = certificates.credentials()
     port = bind(server, "port", settings.host, settings.port, credentials)
-    health_server_, health_port = health_server(settings, health_servicer, shared_port) or (None, None)
+    health_layers = health_port_layers(settings, watches, metrics)
+    health_server_, health_port = health_server(settings, health_servicer, health_layers, shared_port) or (None, None)
     return BuiltServer(
         server=server,
         port=port,

@@ -17,10 +17,11 @@ from ..observability.metrics import PUSH_SECONDS, ServerMetrics
 from ..registry import Registry
 from .app import App, load_app, started
 from .factory import BuiltServer, build_server
+from .memory import TRIM_SECONDS, release_free_memory
 from .metrics_http import serve_metrics
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
+    from .bounded_http import BoundedHttpServer
 
 log = structlog.get_logger("hello.server")
 
@@ -52,6 +53,16 @@ async def _push_every(metrics: ServerMetrics, seconds: float) -> None:
         metrics.push()
 
 
+async def _release_memory_every(seconds: float) -> None:
+    """Hand the memory a burst freed (a flood of calls or streams, ended) back to the system, now and then."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(seconds)
+        # In a thread: giving back a few hundred MiB takes tens of milliseconds.
+        if not await loop.run_in_executor(None, release_free_memory):
+            return
+
+
 class Lifecycle:
     """A built server from start to stop: ``startup()``, ``main_loop()`` until ``stop()``, then ``shutdown()``.
 
@@ -69,7 +80,7 @@ class Lifecycle:
         self.stopping = asyncio.Event()  # stop() was called: main_loop() returns
         self.forced = asyncio.Event()  # stop(force=True): what is left of the drain and the grace period is skipped
         self.metrics_port: int | None = None
-        self._metrics_http: WSGIServer | None = None
+        self._metrics_http: BoundedHttpServer | None = None
         self._background: list[asyncio.Future[None]] = []
 
     def stop(self, *, force: bool = False) -> None:
@@ -88,6 +99,7 @@ class Lifecycle:
             self._metrics_http = serve_metrics(built.metrics.registry, settings)
             self.metrics_port = None if self._metrics_http is None else int(self._metrics_http.server_port)
         self._background.append(asyncio.ensure_future(_push_every(built.metrics, PUSH_SECONDS)))
+        self._background.append(asyncio.ensure_future(_release_memory_every(TRIM_SECONDS)))
         for server in built.servers:
             await server.start()
         if self.ready_fd is not None:

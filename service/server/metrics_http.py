@@ -6,12 +6,11 @@ a fresh interpreter, and a supervisor without grpc state has none to hand on.
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
-
 import prometheus_client
 from prometheus_client import CollectorRegistry, PlatformCollector
 
 from ..config.settings import Settings
+from .bounded_http import BoundedHttpServer
 from .ports import cannot_listen
 
 
@@ -23,19 +22,24 @@ def no_created_series() -> None:
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
-def serve_metrics(registry: CollectorRegistry, settings: Settings) -> WSGIServer | None:
+def serve_metrics(registry: CollectorRegistry, settings: Settings) -> BoundedHttpServer | None:
     """Serve ``registry`` on HELLO_METRICS_PORT on a background thread (None when "off").
 
-    A port that cannot be bound is the start-up error that names the setting.
+    prometheus-client's app answers (its formats, gzip, ``name[]``) from a server whose connections
+    are bounded in number and time (HELLO_METRICS__*). A port that cannot be bound is the start-up
+    error that names the setting.
     """
     port = settings.metrics_port
     if port == "off":
         return None
+    app = prometheus_client.make_wsgi_app(registry)
+    bounds = settings.metrics
     try:
-        server, _thread = prometheus_client.start_http_server(port, addr=settings.host.strip("[]"), registry=registry)
+        return BoundedHttpServer(
+            app, settings.host.strip("[]"), port, timeout=bounds.timeout_seconds, max_connections=bounds.max_connections
+        )
     except OSError as exc:
         raise cannot_listen("metrics_port", settings.host, port, str(exc.strerror)) from None
-    return server
 
 
 def workers_registry(directory: str) -> CollectorRegistry:

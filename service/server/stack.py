@@ -16,6 +16,7 @@ from ..layers.limits import ConcurrencyLimit, RateLimit
 from ..layers.load_report import LoadReport
 from ..layers.metrics import Metrics
 from ..layers.request_id import RequestId
+from ..layers.watches import OpenWatches, WatchLimit
 from ..layers.wire import Wire
 from ..observability.metrics import ServerMetrics
 from ..security.credentials import ServerTls
@@ -33,9 +34,11 @@ def server_layers(
     *,
     methods: Sequence[str],
     public_services: Sequence[str],
+    watches: OpenWatches,
 ) -> list[Layer]:
     """Outermost first; ``methods`` are all the server serves (the policy names only those),
-    ``public_services`` those callers reach without credentials."""
+    ``public_services`` those callers reach without credentials, ``watches`` the health Watch
+    streams open on every port."""
     rules = policy(settings.auth, methods)
     allows = rules.allows if rules else (lambda _principal, _method: True)
     limits = settings.rate_limit
@@ -46,8 +49,9 @@ def server_layers(
     # Outermost first. The span (when tracing) covers everything, so log lines carry its trace id;
     # each call gets its request id before anything logs; the access log and metrics see every
     # outcome, including refusals (the chain turns an exception from any layer into INTERNAL);
-    # the concurrency cap refuses before any work; the rate limit needs the principal auth names;
-    # the wire layer is innermost so that a refused call's body is never decoded.
+    # the concurrency cap (and health's own, on Watch) refuses before any work; the rate limit
+    # needs the principal auth names; the wire layer is innermost so that a refused call's body
+    # is never decoded.
     tracing: list[Layer] = []
     if tracer is not None:
         from ..layers.tracing import Tracing  # the [tracing] extra: imported only when tracing is on
@@ -66,12 +70,17 @@ def server_layers(
         AccessLog(quiet_services=(health.SERVICE_NAME,)),
         Metrics(metrics),
         ConcurrencyLimit(limits.max_concurrent_calls, (health.SERVICE_NAME,), on_limited=metrics.limited),
+        _watch_limit(settings, watches, metrics),
         auth,
         *rate,
         Wire(settings.max_message_bytes),
     ]
 
 
-def health_port_layers() -> list[Layer]:
-    """The plaintext health port's: a request id and the (quiet) access log, nothing that needs credentials."""
-    return [RequestId(), AccessLog(quiet_services=(health.SERVICE_NAME,))]
+def _watch_limit(settings: Settings, watches: OpenWatches, metrics: ServerMetrics) -> WatchLimit:
+    return WatchLimit(watches, settings.health.max_watch_streams_per_connection, on_limited=metrics.limited)
+
+
+def health_port_layers(settings: Settings, watches: OpenWatches, metrics: ServerMetrics) -> list[Layer]:
+    """The plaintext health port's: a request id, the (quiet) access log and the Watch limit; no credentials."""
+    return [RequestId(), AccessLog(quiet_services=(health.SERVICE_NAME,)), _watch_limit(settings, watches, metrics)]
