@@ -74,7 +74,7 @@ async def _run(settings: Settings, argv: list[str], env_file: Path | None) -> in
         command += ["--log-format", "envoy %l: %v", "--admin-address-path", str(admin_file)]
         if settings.edge.concurrency is not None:
             command += ["--concurrency", str(settings.edge.concurrency)]
-        server = supervisor.Child("hello-server", [sys.executable, "-m", "service.cli.server", *argv])
+        server = supervisor.Child("hello-server", [sys.executable, "-m", "service.cli.hello_server", *argv])
         edge = settings.edge
         scheme = "https" if edge.cert_file is not None else "http"
         host = f"[{edge.host}]" if ":" in edge.host else edge.host
