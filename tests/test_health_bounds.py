@@ -312,7 +312,11 @@ async def test_a_watch_flood_with_long_unique_names_is_refused_and_its_memory_re
         for round_ in range(2):
             for kind, name_length in (("tls", 20_000), ("health", 3_000)):
                 codes = await flood(kind, name_length, round_)
-                assert set(codes[: CONNECTIONS * ATTEMPTS]) == {grpc.StatusCode.INVALID_ARGUMENT}
+                # Each long name is refused: for its length or, while its connection already has a Watch
+                # stream's worth of attempts in flight (more of them overlap on a loaded machine), by the cap.
+                refused = set(codes[: CONNECTIONS * ATTEMPTS])
+                assert grpc.StatusCode.INVALID_ARGUMENT in refused, refused
+                assert refused <= {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}, refused
                 assert set(codes[CONNECTIONS * ATTEMPTS :]) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
             # Freed memory goes back to the system every few seconds (service/memory.py); poll, bounded.
             for _ in range(300):
