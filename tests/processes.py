@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -66,7 +67,8 @@ class ServerProcess:
         )
         self.events: list[dict[str, Any]] = []
         self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -101,7 +103,16 @@ class ServerProcess:
         self.proc.send_signal(signum)
 
     def wait(self, timeout: float = 30) -> int:
-        return self.proc.wait(timeout=timeout)
+        """The exit code, once the process has ended and every line it wrote is in ``events``."""
+        code = self.proc.wait(timeout=timeout)
+        self._read_to_the_end()
+        return code
+
+    def _read_to_the_end(self, timeout: float = 10) -> None:
+        # The process has exited, but its last lines may still be in the pipe: a test reading
+        # events right after wait() would miss them. The reader ends at end of file (bounded: a
+        # child of the process may still hold the pipe open).
+        self._reader.join(timeout)
 
     def stderr(self) -> str:
         if self.proc.poll() is None or self.proc.stderr is None:
@@ -117,6 +128,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        self._read_to_the_end()
         # The server's own output joins what the end-of-session secret scan reads.
         from .conftest import CAPTURED
 
@@ -125,6 +137,14 @@ class ServerProcess:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def memory_mib(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory (``VmHWM``: its peak so far) in MiB, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
+    assert match, f"no {field} in /proc/{pid}/status"
+    return int(match.group(1)) / 1024
 
 
 def run(

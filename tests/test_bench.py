@@ -4,8 +4,12 @@ and the server's own OK count is what the harness compares against (a run with r
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
+
+import grpc
+import pytest
 
 from tests.bench import instructions, layers
 from tests.bench.bench import Bench, Pki, Variant, seed_stubs
@@ -107,3 +111,18 @@ def test_the_instruction_guard_fails_past_its_growth_and_names_the_layer_that_gr
     assert blamed.startswith("Auth grew most")
     elsewhere = instructions.blame(_counts(360_000, 520_000, layers), committed)
     assert elsewhere.startswith("no layer grew")
+
+
+def test_the_committed_counts_are_the_installed_grpcios_and_the_guard_refuses_another_releases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    committed = json.loads(instructions.COMMITTED.read_text())
+    # After a grpcio bump: python -m tests.bench.instructions --record (tests/bench/README.md).
+    assert committed["grpcio"] == grpc.__version__
+    older = tmp_path / "instructions.json"
+    older.write_text(json.dumps({**committed, "grpcio": "1.0.0"}))
+    monkeypatch.setattr(instructions, "COMMITTED", older)
+    counts = _counts(committed["bare-tls"], committed["ours"])
+    refused = instructions.guard(None, counts, 2000)  # type: ignore[arg-type]
+    assert refused is not None
+    assert refused.startswith(f"the committed figures were counted on grpcio 1.0.0, this is {grpc.__version__}")

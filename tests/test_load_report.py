@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import struct
 import time
@@ -20,6 +19,7 @@ from service.layers.load_report import KEY, LoadReport
 from .burner_app import BURN
 from .conftest import Pki, client_settings, running, server_settings
 from .processes import BIN, ServerProcess, pki_env
+from .recorded import recorded
 from .test_grpcurl import grpcurl, tls_args
 
 ROOT = Path(__file__).parent.parent
@@ -76,14 +76,15 @@ def backends(pki: Pki) -> Iterator[list[tuple[ServerProcess, int]]]:
             server.stop()
 
 
-async def _calls(channel: grpc.aio.Channel, seconds: float) -> None:
-    """SayHello back to back for ``seconds`` (at most 5000 calls)."""
+async def _calls(channel: grpc.aio.Channel, seconds: float) -> int:
+    """SayHello back to back for ``seconds`` (at most 5000 calls); how many were made."""
     stub = helloworld_pb2_grpc.HelloWorldServiceStub(channel)
     started = time.monotonic()
-    for _ in range(5000):
+    for made in range(5000):
         if time.monotonic() - started >= seconds:
-            return
+            return made
         await stub.SayHello(pb.HelloRequest(name="x"), timeout=5)
+    return 5000
 
 
 def _served(servers: list[ServerProcess]) -> list[int]:
@@ -94,11 +95,18 @@ def _served(servers: list[ServerProcess]) -> list[int]:
     ]
 
 
-async def _split(channel: grpc.aio.Channel, servers: list[ServerProcess], seconds: float) -> list[int]:
-    before = _served(servers)
-    await _calls(channel, seconds)
-    await asyncio.sleep(0.1)  # the servers' log lines reach the reader threads
-    return [after - was for after, was in zip(_served(servers), before, strict=True)]
+async def _served_once_logged(servers: list[ServerProcess], calls: int) -> list[int]:
+    """_served, once the servers' lines of ``calls`` SayHello calls in all have reached the test."""
+    return await recorded(lambda: _served(servers), lambda served: sum(served) >= calls)
+
+
+async def _split(channel: grpc.aio.Channel, servers: list[ServerProcess], seconds: float, made: int) -> list[int]:
+    """How the SayHello calls of ``seconds`` spread over the servers, ``made`` calls having been made before."""
+    before = await _served_once_logged(servers, made)
+    calls = await _calls(channel, seconds)
+    after = await _served_once_logged(servers, made + calls)
+    assert sum(after) == made + calls
+    return [now - was for now, was in zip(after, before, strict=True)]
 
 
 async def test_weighted_round_robin_follows_the_reported_load(
@@ -108,15 +116,16 @@ async def test_weighted_round_robin_follows_the_reported_load(
     target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for _, port in backends)
     settings = client_settings(pki, 0, target=target, server_name="localhost", balancing="weighted_round_robin")
     async with create_channel(settings) as channel:
-        await _calls(channel, 1.0)  # every backend connected and reporting
+        made = await _calls(channel, 1.0)  # every backend connected and reporting
         async with create_channel(client_settings(pki, backends[0][1])) as direct:
             # The first backend busy for 4 s: a thread of its process spins, as a hot loop would.
             assert await direct.unary_unary(BURN)(b"4", timeout=5) == b"burning"
-        await _calls(channel, 1.5)  # a new sample (0.25 s), new weights (every 1 s)
-        busy = await _split(channel, servers, 1.5)
+        made += await _calls(channel, 1.5)  # a new sample (0.25 s), new weights (every 1 s)
+        busy = await _split(channel, servers, 1.5, made)
+        made += sum(busy)
         # The burn ends at 4 s. The backend it starved gets few calls, so its next samples are few
         # too: measured, its share takes 2 to 3 s to come back.
-        await _calls(channel, 3.5)
-        even = await _split(channel, servers, 1.5)
+        made += await _calls(channel, 3.5)
+        even = await _split(channel, servers, 1.5, made)
     assert busy[0] * 2 < min(busy[1:]), busy
     assert min(even) * 2 > max(even), even

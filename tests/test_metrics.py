@@ -25,6 +25,7 @@ from service.server.metrics_http import serve_metrics
 
 from .conftest import Pki, client_settings, running, server_settings
 from .processes import BIN, ServerProcess, clean_env, pki_env, run
+from .recorded import recorded
 
 MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
 
@@ -41,6 +42,10 @@ async def scraped_server(pki: Pki) -> AsyncIterator[tuple[BuiltServer, int]]:
             yield built, int(http.server_port)
         finally:
             http.shutdown()
+
+
+# The calls _traffic makes: one of each kind, an invalid name, an unknown method, a missing token.
+TRAFFIC_CALLS = 7
 
 
 async def _traffic(pki: Pki, port: int) -> None:
@@ -75,10 +80,21 @@ def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def _handled(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+    """Every call the server has counted as ended, whatever its method and code."""
+    return sum(value for (name, _labels), value in samples.items() if name == "grpc_server_handled_total")
+
+
+async def _scrape_when_handled(port: int, calls: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A scrape once ``calls`` calls are counted: a refused call's caller has its status before they are."""
+    return await recorded(lambda: asyncio.to_thread(_scrape, port), lambda samples: _handled(samples) >= calls)
+
+
 async def test_counters_for_every_kind_and_code(scraped_server: tuple[BuiltServer, int], pki: Pki) -> None:
     built, metrics_port = scraped_server
     await _traffic(pki, built.port)
-    samples = await asyncio.to_thread(_scrape, metrics_port)
+    samples = await _scrape_when_handled(metrics_port, TRAFFIC_CALLS)
+    assert _handled(samples) == TRAFFIC_CALLS
 
     def method(kind: str, name: str) -> dict[str, str]:
         return {"grpc_type": kind, "grpc_service": HELLO, "grpc_method": name}
@@ -168,6 +184,8 @@ async def test_real_prometheus_scrapes_the_counters(
 ) -> None:
     built, metrics_port = scraped_server
     await _traffic(pki, built.port)
+    # Every call counted before Prometheus's first scrape, so the values it reports are final.
+    assert _handled(await _scrape_when_handled(metrics_port, TRAFFIC_CALLS)) == TRAFFIC_CALLS
     web = _free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -215,11 +233,10 @@ async def test_a_scrape_filtered_by_name_sees_the_counts_within_half_a_second(pk
             "grpc_server_handled_total",
             (("grpc_code", "OK"), ("grpc_method", "SayHello"), ("grpc_service", HELLO), ("grpc_type", "unary")),
         )
-        for _ in range(20):
-            handled = await asyncio.to_thread(_scrape, metrics_port, query)
-            if handled.get(key) == 3:
-                break
-            await asyncio.sleep(PUSH_SECONDS / 2)
+        # Ten push intervals at most, for a busy machine.
+        handled = await recorded(
+            lambda: asyncio.to_thread(_scrape, metrics_port, query), lambda s: s.get(key) == 3, PUSH_SECONDS * 10
+        )
         assert handled.get(key) == 3
         assert {name for name, _labels in handled} == {"grpc_server_handled_total"}
         # hello-server turns prometheus-client's *_created series off at its entry point.

@@ -21,7 +21,7 @@ import pytest
 from service.client import create_channel, say_hello
 
 from .conftest import Pki, client_settings, secret
-from .processes import BIN, ServerProcess, pki_env
+from .processes import BIN, ServerProcess, memory_mib, pki_env
 from .test_cert_rotation import install, issue, served_serial
 
 LOAD_SECONDS = 8.0
@@ -79,18 +79,13 @@ def metrics_ok_calls(port: int) -> float:
     return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
 
 
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        return int(re.search(r"^VmRSS:\s+(\d+)", status.read(), re.MULTILINE).group(1)) / 1024  # type: ignore[union-attr]
-
-
 async def test_load_loses_nothing_and_logs_every_call_once(pki: Pki, servers: list[ServerProcess]) -> None:
     server, port = start(pki, servers)
     metrics_port = int(server.events[-1]["metrics_port"])
     sent, failures = await load(pki, f"localhost:{port}", LOAD_SECONDS)
     assert failures == []
     assert len(sent) > 1000
-    assert rss_mib(server.proc.pid) < 200
+    assert memory_mib(server.proc.pid) < 200
     ok = await asyncio.to_thread(metrics_ok_calls, metrics_port)
     server.signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait) == 0

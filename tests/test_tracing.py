@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -25,6 +24,7 @@ from service.observability.tracing import resource
 from service.server.factory import BuiltServer
 
 from .conftest import Pki, client_settings, running, server_settings
+from .recorded import recorded
 
 
 @pytest.fixture
@@ -45,12 +45,9 @@ async def traced(pki: Pki, spans: tuple[TracerProvider, InMemorySpanExporter]) -
 
 async def _server_spans(exporter: InMemorySpanExporter, count: int) -> list[ReadableSpan]:
     """The SERVER spans once ``count`` have ended: a server ends its span after the caller has the status."""
-    for _ in range(500):  # bounded: 5 s at most
-        spans = _by_kind(exporter.get_finished_spans(), SpanKind.SERVER)
-        if len(spans) >= count:
-            return spans
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} server spans did not end within 5 s")
+    spans = await recorded(lambda: _by_kind(exporter.get_finished_spans(), SpanKind.SERVER), lambda s: len(s) >= count)
+    assert len(spans) >= count, f"{count} server spans did not end within 5 s"
+    return spans
 
 
 def _by_kind(finished: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:

@@ -20,6 +20,7 @@ from service.observability.metrics import PUSH_SECONDS
 
 from .conftest import Pki, client_settings
 from .processes import BIN, ServerProcess, pki_env, run
+from .recorded import recorded
 
 
 def fixed_ports(count: int) -> list[int]:
@@ -70,10 +71,7 @@ async def test_two_workers_serve_one_port_and_metrics_add_up(
         async with create_channel(client_settings(pki, ports["port"])) as channel:
             assert await say_hello(channel, "w") == "Hello, w!"
     # Workers hand their counts to the supervisor every PUSH_SECONDS: all six show within a few.
-    for _ in range(20):
-        if (ok := await asyncio.to_thread(_ok_calls, ports["metrics"])) == 6:
-            break
-        await asyncio.sleep(PUSH_SECONDS / 2)
+    ok = await recorded(lambda: asyncio.to_thread(_ok_calls, ports["metrics"]), lambda ok: ok == 6, PUSH_SECONDS * 10)
     assert ok == 6
     text = await asyncio.to_thread(_scrape, ports["metrics"])
     # The handling-time histogram adds up over the workers too; the build is one series, not one per pid.

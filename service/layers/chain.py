@@ -255,8 +255,8 @@ class Chain:
 
         Every method is served through one generic handler, none is registered by name with grpc.
         grpc.aio's server from 1.84 on keeps a pending request per registered method, plus one for
-        everything else, and waits on all of them (asyncio.wait) for every call it accepts (1.78,
-        the release locked now, ignores registration by name). Ours had eight:
+        everything else, and waits on all of them (asyncio.wait) for every call it accepts (1.78
+        ignored registration by name). Ours had eight:
         that was a fifth of the Python function calls per call (cProfile) and 8 % of its
         instructions (callgrind, make bench). Looking the method up in a dict of our own costs one call.
         """

@@ -12,7 +12,8 @@ BENCH_WITHOUT naming the layer to leave out.
 
 The guard: instructions.json holds the counts committed with the code (`--record` writes it, on an
 idle machine). make bench fails when ours/bare-tls has grown more than GROWTH over that figure, and
-then counts each layer to name the one that grew.
+then counts each layer to name the one that grew; and when the figures were counted on another
+grpcio release than the installed one (record them again after a bump).
 
 Usage: python -m tests.bench.instructions [--calls N] [--each-layer] [--record] [VARIANT ...]
        (default: bare-tls ours)
@@ -167,6 +168,12 @@ def guard(bench: Bench, counts: list[dict[str, Any]], calls: int) -> str | None:
     if not COMMITTED.exists():
         return f"no committed figures in {COMMITTED.name}: record them (python -m tests.bench.instructions --record)"
     committed = json.loads(COMMITTED.read_text())
+    if committed["grpcio"] != grpc.__version__:
+        # Most of a call's instructions are grpc's: another release's figures measure nothing of ours.
+        return (
+            f"the committed figures were counted on grpcio {committed['grpcio']}, this is {grpc.__version__}: "
+            "record them again (python -m tests.bench.instructions --record)"
+        )
     growth = grown(counts, committed)
     if growth is None:
         return None

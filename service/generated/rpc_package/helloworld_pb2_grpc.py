@@ -5,7 +5,7 @@ import warnings
 
 from . import helloworld_pb2 as rpc__package_dot_helloworld__pb2
 
-GRPC_GENERATED_VERSION = '1.78.2'
+GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class HelloWorldServiceStub(object):
+class HelloWorldServiceStub:
     """HelloWorldService greets callers.
     """
 
@@ -57,7 +57,7 @@ class HelloWorldServiceStub(object):
                 _registered_method=True)
 
 
-class HelloWorldServiceServicer(object):
+class HelloWorldServiceServicer:
     """HelloWorldService greets callers.
     """
 
@@ -124,7 +124,7 @@ def add_HelloWorldServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class HelloWorldService(object):
+class HelloWorldService:
     """HelloWorldService greets callers.
     """
 
