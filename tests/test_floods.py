@@ -9,7 +9,7 @@ import struct
 import time
 
 import pytest
-from service.settings import ClientSettings
+from service.config.settings import ClientSettings
 
 from service.client import check_health, create_channel, say_hello
 
