@@ -9,9 +9,9 @@ import struct
 import time
 
 import pytest
-from service.config.settings import ClientSettings
 
 from service.client import check_health, create_channel, say_hello
+from service.config.settings import ClientSettings
 
 from .conftest import Pki, client_settings
 from .processes import BIN, ServerProcess, memory_mib, pki_env
