@@ -11,9 +11,10 @@ from pathlib import Path
 import structlog
 
 from .app import App, load_app, started
+from .loop_watch import LoopWatch
 from .metrics_http import serve_metrics
 from .registry import Registry
-from .server import build_server
+from .server import BuiltServer, build_server
 from .server_metrics import PUSH_SECONDS, ServerMetrics
 from .settings import Settings
 
@@ -54,6 +55,28 @@ async def _stop_when_orphaned(stop: Callable[[signal.Signals], None]) -> None:
         await asyncio.sleep(1.0)
     log.warning("supervisor gone: stopping", supervisor=supervisor)
     stop(signal.SIGTERM)
+
+
+async def start(built: BuiltServer) -> None:
+    """Start every server ``built`` holds: the main one and, when on, the health port."""
+    for server in built.servers:
+        await server.start()
+
+
+async def stop(built: BuiltServer, grace: float | None) -> None:
+    """Stop every server (calls in flight get ``grace`` seconds; None: none), then the sync handlers' threads."""
+    try:
+        await asyncio.gather(*(s.stop(grace) for s in built.servers))
+    finally:
+        end_threads(built)
+
+
+def end_threads(built: BuiltServer) -> None:
+    """No sync handler starts any more; one still running is abandoned to its caller's UNAVAILABLE, and said so."""
+    threads = built.chain.threads
+    threads.shutdown()
+    if threads.busy:
+        log.warning("sync handlers still running at exit: abandoned", handlers=threads.busy)
 
 
 async def serve(
@@ -101,9 +124,10 @@ async def _serve(settings: Settings, registry: Registry, ready_fd: int | None) -
         loop.add_signal_handler(signum, on_signal, signum)
     orphan_watch = asyncio.ensure_future(_stop_when_orphaned(on_signal)) if worker else None
     pushes = asyncio.ensure_future(_push_every(built.metrics, PUSH_SECONDS))
+    watch = LoopWatch()
     try:
-        for server in built.servers:
-            await server.start()
+        await start(built)
+        watch.start()
         if ready_fd is not None:
             os.write(ready_fd, b"1")
             os.close(ready_fd)
@@ -142,6 +166,8 @@ async def _serve(settings: Settings, registry: Registry, ready_fd: int | None) -
             built.chain.stopping.begin()
             await asyncio.gather(*(s.stop(None) for s in built.servers))
     finally:
+        watch.stop()
+        end_threads(built)
         if orphan_watch is not None:
             orphan_watch.cancel()
         pushes.cancel()

@@ -9,14 +9,14 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from . import __version__, hello
+from . import __version__
 from .app import APP
 from .credentials import ServerTls
 from .errors import ConfigError
-from .generated.rpc_package import helloworld_pb2_grpc
 from .health_port import health_server
 from .layers import Chain
 from .layers.stack import server_layers
+from .layers.threads import HandlerThreads
 from .ports import bind
 from .reflection import SERVICE_NAMES as REFLECTION_SERVICES
 from .reflection import register_reflection
@@ -29,6 +29,8 @@ from .settings import Settings, env_name
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+
+    from .generated.rpc_package import helloworld_pb2_grpc
 
 log = structlog.get_logger("hello.server")
 
@@ -85,6 +87,11 @@ def hello_registry(
     settings: Settings, servicer: helloworld_pb2_grpc.HelloWorldServiceServicer | None = None
 ) -> Registry:
     """The default app's registry: the Hello servicer (or ``servicer`` in its place)."""
+    # Imported here: a server of another app loads none of Hello's generated code, whose
+    # descriptors would clash with a team's own copy of the seed's proto (rpc_package.HelloRequest).
+    from . import hello
+    from .generated.rpc_package import helloworld_pb2_grpc
+
     registry = Registry(settings)
     if servicer is None:
         hello.register(registry)
@@ -123,10 +130,12 @@ async def build_server(
     metrics.precreate(registry)
     # Health answers probes and load balancers that hold no credentials.
     public = (health.SERVICE_NAME, *(REFLECTION_SERVICES if settings.auth.public_reflection else ()))
-    layers = server_layers(settings, tls, metrics, tracer, methods=registry.methods(), public_services=public)
+    layers = server_layers(
+        settings, tls, metrics, tracer, methods=registry.methods(), public_services=public, own=registry.layers
+    )
     # No grpc interceptors: the chain wraps each handler once, here, as it is registered.
     server = grpc.aio.server(options=server_options(settings, shared_port))
-    chain = Chain(layers)
+    chain = Chain(layers, HandlerThreads(settings.handler_threads))
     chain.serve(server, registry)
     for service in ("", *app_services):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

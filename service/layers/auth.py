@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextvars import ContextVar
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -12,13 +11,13 @@ import structlog
 
 from ..authenticators import Authenticate, AuthError
 from ..buckets import Buckets
+from ..identity import Caller, Proof, current_caller
 from ..status_details import NO_RETRY, error_info, retry_info
 from .hooks import Call, Hooks, Method, Refusal
 
 Authorize = Callable[[str, str], bool]
-
-# The authenticated principal of the call running in this task (None for public services).
-current_principal: ContextVar[str | None] = ContextVar("current_principal", default=None)
+# Callers remembered by principal, so a call makes none; more are forgotten all at once.
+MAX_CALLERS = 4096
 
 
 def peer_host(peer: str) -> str:
@@ -73,8 +72,10 @@ class Auth:
         authorize: Authorize = _allow_all,
         on_refusal: Callable[[str], None] = lambda _reason: None,
         failures: Buckets | None = None,
+        proven_by: Proof = "token",
     ) -> None:
         self._authenticate, self._authorize, self._on_refusal = authenticate, authorize, on_refusal
+        self._proven_by, self._callers = proven_by, dict[str, Caller]()
         # Failed authentications per peer address: when its bucket is empty, the peer is refused
         # without a look at its credentials until the bucket refills, so guessing tokens is slow.
         self._failures = failures
@@ -111,4 +112,12 @@ class Auth:
             # The reason the metrics count, in google.rpc's UPPER_SNAKE_CASE; never the credentials.
             raise Refusal(error.code, error.message, details=(error_info(error.reason.upper()),)) from None
         structlog.contextvars.bind_contextvars(principal=principal)
-        current_principal.set(principal)
+        current_caller.set(self._caller(principal))
+
+    def _caller(self, principal: str) -> Caller:
+        known = self._callers.get(principal)
+        if known is None:
+            if len(self._callers) >= MAX_CALLERS:
+                self._callers.clear()
+            known = self._callers[principal] = Caller(principal, self._proven_by)
+        return known
