@@ -16,6 +16,10 @@ FORCE_WORD := $(shell echo '$(FORCE)' | tr '[:upper:]' '[:lower:]')
 FORCE_FLAG := $(if $(filter 1 y yes true on,$(FORCE_WORD)),--force)
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := service/generated/rpc_package/helloworld_pb2.py
+# make proto PROTO_DIR=../orders/protos PROTO_OUT=../orders/orders/generated: a team's protos into its own
+# package (only generated files are written or removed there).
+PROTO_DIR ?= protos
+PROTO_OUT ?= service/generated
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 # Renovate (renovate.json) refreshes each lock by re-running the command in its header, and refuses
 # --no-emit-find-links; the header names the command without it, which writes the same file on a
@@ -120,8 +124,8 @@ image: system-tools $(WHEELHOUSE).stamp ## Build the image (IMAGE=localhost/hell
 $(GENERATED): $(PROTOS) scripts/gen_protos.py | $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py
 
-proto: $(BIN)/.installed ## Regenerate service/generated/ from protos/
-	$(BIN)/python scripts/gen_protos.py
+proto: $(BIN)/.installed ## Regenerate service/generated/ from protos/ (PROTO_DIR=, PROTO_OUT=: a team's, into its package)
+	$(BIN)/python scripts/gen_protos.py --protos $(PROTO_DIR) --out $(PROTO_OUT)
 
 certs: $(BIN)/.installed ## Write dev CA, server/client certs and a token into certs/ (FORCE=1 to replace, SANS=...)
 	@case '$(FORCE_WORD)' in ''|0|n|no|false|off|1|y|yes|true|on) ;; \

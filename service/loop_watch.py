@@ -67,8 +67,9 @@ class LoopWatch:
             stack = traceback.extract_stack(frame)[-FRAMES:] if frame is not None else []
             where = [f"{f.filename}:{f.lineno} in {f.name}" for f in stack]
             self._log.warning(
-                "event loop blocked: no call is served meanwhile; run blocking work in a sync (def) handler "
-                "or with asyncio.to_thread",
+                "event loop blocked",
+                hint="no call is served meanwhile: blocking work goes in a def handler, or asyncio.to_thread",
+                # So far: the report is made while the loop is still stuck.
                 blocked_seconds=round(late, 3),
                 where=where,
                 stalls_not_logged=unreported,
