@@ -50,7 +50,7 @@ ARCH := $(shell uname -m)
 WHEEL_TARGET := --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
 	--platform manylinux2014_$(ARCH) $(foreach v,17 24 27 28 31 34 35 36,--platform manylinux_2_$(v)_$(ARCH))
 
-.PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse image proto certs run test lint fmt lock wheel clean
+.PHONY: help bench venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse image team-image proto certs run test lint fmt lock wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -120,6 +120,17 @@ image: system-tools $(WHEELHOUSE).stamp ## Build the image (IMAGE=localhost/hell
 	&& if [ -n "$$old" ] && [ "$$old" != "$$new" ] \
 	    && [ "$$($(PODMAN) image inspect --format '{{len .RepoTags}}' "$$old")" = 0 ]; then \
 	    $(PODMAN) rmi "$$old" >/dev/null 2>&1 || echo "kept the previous $(IMAGE) ($$old): in use"; fi
+
+# A team's image on ours (deploy/team.Dockerfile): WHEELS is the folder of the team's wheel (and of
+# any dependency the stack lacks), APP what it serves (HELLO_APP). Built without network, as ours.
+WHEELS ?= dist
+APP ?=
+TEAM_IMAGE ?= localhost/hello-team:dev
+
+team-image: image ## Build a team's image on ours: WHEELS=folder of its wheels, APP=package.module:attribute (TEAM_IMAGE=name)
+	@test -n "$(APP)" || { echo "make team-image: APP=package.module:attribute is required" >&2; exit 2; }
+	$(PODMAN) build --format docker --network=none --build-arg BASE=$(BASE_IMAGE) --build-arg HELLO_IMAGE=$(IMAGE) \
+	    --build-arg HELLO_APP=$(APP) -f deploy/team.Dockerfile -t $(TEAM_IMAGE) $(WHEELS)
 
 $(GENERATED): $(PROTOS) scripts/gen_protos.py | $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py
