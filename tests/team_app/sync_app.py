@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import grpc
 import structlog
 
 from .app import CODES, InventorySettings, _metadata
@@ -27,17 +28,21 @@ class _Ended(Exception):
 
 def _follow(script: pb.Script, context: Any, method: str) -> None:
     """Do what the script says before the handler answers."""
-    if script.initial_metadata:
-        context.send_initial_metadata(_metadata(script.initial_metadata))
-    if script.trailing_metadata:
-        context.set_trailing_metadata(_metadata(script.trailing_metadata))
-    if script.sleep_seconds:
-        ended = threading.Event()
-        if not context.add_callback(ended.set):  # False: the call has already ended
-            ended.set()
-        if ended.wait(script.sleep_seconds):
-            log.info("handler cancelled", handler=method)
-            raise _Ended
+    try:
+        if script.initial_metadata:
+            context.send_initial_metadata(_metadata(script.initial_metadata))
+        if script.trailing_metadata:
+            context.set_trailing_metadata(_metadata(script.trailing_metadata))
+        if script.sleep_seconds:
+            ended = threading.Event()
+            if not context.add_callback(ended.set):  # False: the call has already ended
+                ended.set()
+            if ended.wait(script.sleep_seconds):
+                raise _Ended
+    except (_Ended, grpc.RpcError):
+        # grpc.RpcError: the call ended while the metadata went out (the caller may cancel once it has them).
+        log.info("handler cancelled", handler=method)
+        raise
     if script.code:
         context.abort(CODES[script.code], script.details)
 
