@@ -166,11 +166,11 @@ async def test_an_async_handler_that_blocks_the_loop_is_reported_with_where(bloc
     from .conftest import client_settings
 
     async with create_channel(client_settings(pki, blocking.port)) as channel:  # type: ignore[attr-defined]
-        assert await channel.unary_unary(f"/{SERVICE}/Sync")(b"0.3", timeout=5) == b"slept"
-        assert await channel.unary_unary(f"/{SERVICE}/Async")(b"0.3", timeout=5) == b"slept"
+        assert await channel.unary_unary(f"/{SERVICE}/Sync")(b"0.5", timeout=5) == b"slept"
+        assert await channel.unary_unary(f"/{SERVICE}/Async")(b"0.5", timeout=5) == b"slept"
     warning = await blocking.await_event("event loop blocked", timeout=10)
     assert warning["level"] == "warning"
     assert warning["blocked_seconds"] >= 0.1
     assert any("blocking_app.py" in frame and "blocks_the_loop" in frame for frame in warning["where"])
-    # The sync handler's 0.3 s, in its thread, blocked nothing: the one report is the async one's.
+    # The sync handler's 0.5 s, in its thread, blocked nothing: the one report is the async one's.
     assert [e["event"] for e in blocking.events].count("event loop blocked") == 1
