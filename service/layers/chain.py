@@ -2,7 +2,7 @@
 
 One wrapper per handler runs the layers' hooks in order, for all four RPC kinds and either
 streaming style (async generator or context.write), and settles the status code in one place.
-A sync handler (grpc's sync API) is the same to the layers: it runs in a pool thread (threads.py).
+A sync handler (grpc's sync API) is the same to the layers: it runs in a pool thread (sync_handlers.py).
 Wrapping at registration instead of with grpc.aio interceptors keeps grpc's fast path: with any
 interceptor, grpc awaits the whole interceptor chain on every call before it finds the handler.
 """
@@ -19,7 +19,8 @@ import grpc
 
 from .hooks import OK, UNKNOWN, Call, Hooks, Layer, Method, Refusal
 from .recovery import exit_failed, internal_error
-from .threads import HandlerThreads, in_threads, is_sync
+from .sync_handlers import in_threads, is_sync
+from .threads import HandlerThreads
 
 if TYPE_CHECKING:
     from ..registry import Registry
