@@ -37,19 +37,23 @@ class LoopWatch:
         self._beat = time.monotonic()
         self._stopped = False
         self._timer: asyncio.TimerHandle | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Begin, on the loop to watch."""
         loop = asyncio.get_running_loop()
         self._loop, self._loop_thread = loop, threading.get_ident()
         self._note()
-        threading.Thread(target=self._watch, name="hello-loop-watch", daemon=True).start()
+        self._thread = threading.Thread(target=self._watch, name="hello-loop-watch", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
-        """End the watch (on the loop); the thread ends at its next look."""
+        """End the watch (on the loop), waiting for the thread's next look: nothing is reported after this."""
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._thread is not None:
+            self._thread.join(2 * INTERVAL)
 
     def _note(self) -> None:
         self._beat = time.monotonic()
@@ -57,10 +61,17 @@ class LoopWatch:
 
     def _watch(self) -> None:
         reported_beat, last_report, unreported = 0.0, float("-inf"), 0
-        while not self._stopped:
+        while True:
+            slept = time.monotonic()
             time.sleep(INTERVAL)  # one system call: the cheapest wait there is
-            beat = self._beat
-            late = time.monotonic() - beat - INTERVAL
+            if self._stopped:
+                return  # the beats stopped too: an old beat now says nothing
+            now, beat = time.monotonic(), self._beat
+            if now - slept > INTERVAL + self._blocked:
+                # This thread woke late too: the process, not the loop, was kept waiting (a busy machine).
+                reported_beat = beat
+                continue
+            late = now - beat - INTERVAL
             if late < self._blocked or beat == reported_beat:
                 continue
             reported_beat = beat  # one report a stall, however long it lasts
