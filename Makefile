@@ -16,6 +16,10 @@ FORCE_WORD := $(shell echo '$(FORCE)' | tr '[:upper:]' '[:lower:]')
 FORCE_FLAG := $(if $(filter 1 y yes true on,$(FORCE_WORD)),--force)
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := service/generated/rpc_package/helloworld_pb2.py
+# make proto PROTO_DIR=../orders/protos PROTO_OUT=../orders/orders/generated: a team's protos into its own
+# package (only generated files are written or removed there).
+PROTO_DIR ?= protos
+PROTO_OUT ?= service/generated
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 # Renovate (renovate.json) refreshes each lock by re-running the command in its header, and refuses
 # --no-emit-find-links; the header names the command without it, which writes the same file on a
@@ -49,7 +53,7 @@ ARCH := $(shell uname -m)
 WHEEL_TARGET := --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
 	--platform manylinux2014_$(ARCH) $(foreach v,17 24 27 28 31 34 35 36,--platform manylinux_2_$(v)_$(ARCH))
 
-.PHONY: help bench bench-edge venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse base-image image proto certs run run-edge test lint fmt lock wheel clean
+.PHONY: help bench bench-edge venv system-tools tools deploy-tools deploy-check k8s-secrets wheelhouse base-image image team-image proto certs run run-edge test lint fmt lock wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -132,11 +136,22 @@ image: system-tools $(WHEELHOUSE).stamp base-image ## Build the image (IMAGE=loc
 	    && [ "$$($(PODMAN) image inspect --format '{{len .RepoTags}}' "$$old")" = 0 ]; then \
 	    $(PODMAN) rmi "$$old" >/dev/null 2>&1 || echo "kept the previous $(IMAGE) ($$old): in use"; fi
 
+# A team's image on ours (deploy/team.Dockerfile): WHEELS is the folder of the team's wheel (and of
+# any dependency the stack lacks), APP what it serves (HELLO_APP). Built without network, as ours.
+WHEELS ?= dist
+APP ?=
+TEAM_IMAGE ?= localhost/hello-team:dev
+
+team-image: image ## Build a team's image on ours: WHEELS=folder of its wheels, APP=package.module:attribute (TEAM_IMAGE=name)
+	@test -n "$(APP)" || { echo "make team-image: APP=package.module:attribute is required" >&2; exit 2; }
+	$(PODMAN) build --format docker --network=none --build-arg BASE=$(BASE_IMAGE) --build-arg HELLO_IMAGE=$(IMAGE) \
+	    --build-arg HELLO_APP=$(APP) -f deploy/team.Dockerfile -t $(TEAM_IMAGE) $(WHEELS)
+
 $(GENERATED): $(PROTOS) scripts/gen_protos.py | $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py
 
-proto: $(BIN)/.installed ## Regenerate service/generated/ from protos/
-	$(BIN)/python scripts/gen_protos.py
+proto: $(BIN)/.installed ## Regenerate service/generated/ from protos/ (PROTO_DIR=, PROTO_OUT=: a team's, into its package)
+	$(BIN)/python scripts/gen_protos.py --protos $(PROTO_DIR) --out $(PROTO_OUT)
 
 certs: $(BIN)/.installed ## Write dev CA, server/client certs and a token into certs/ (FORCE=1 to replace, SANS=...)
 	@case '$(FORCE_WORD)' in ''|0|n|no|false|off|1|y|yes|true|on) ;; \

@@ -4,11 +4,13 @@ grpc's generated ``add_<Service>Servicer_to_server(servicer, server)`` calls ``a
 and ``add_registered_method_handlers`` on whatever it is given; so does a hand-written registration.
 The registry accepts exactly those calls and remembers what they named, so that health, reflection,
 the policy and the metrics are derived from it instead of from lists typed beside it (as grpc-go's
-reflection asks the server what is registered).
+reflection asks the server what is registered). An app adds its own layers here too (add_layer).
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -18,6 +20,7 @@ from google.protobuf import descriptor_pool
 
 if TYPE_CHECKING:
     from .config.settings import Settings
+    from .layers.hooks import Layer
 
 
 class DuplicateService(ValueError):
@@ -46,27 +49,38 @@ class Registry:
         # Generated code registers each service both ways; each way may name a service only once.
         self._by_method: set[str] = set()
         self._by_generic: set[str] = set()
+        # The app's own layers, outermost first (add_layer).
+        self.layers: list[Layer] = []
 
     def add_registered_method_handlers(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
     ) -> None:
         """What grpc's generated code calls for a service's methods (grpcio >= 1.62)."""
-        self._note(service, self._by_method)
+        self._note(service, self._by_method, sys._getframe(1).f_globals.get("__name__"))
         for name, handler in handlers.items():
             self.handlers[f"/{service}/{name}"] = handler
 
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
         """What generated code (every grpcio release) and hand-written registrations call."""
+        caller = sys._getframe(1).f_globals.get("__name__")
         for handler in handlers:
             if isinstance(handler, grpc.ServiceRpcHandler):
-                self._note(handler.service_name(), self._by_generic)
+                self._note(handler.service_name(), self._by_generic, caller)
             self.generic.append(handler)
 
-    def _note(self, service: str, seen: set[str]) -> None:
+    def add_layer(self, layer: Layer) -> None:
+        """Put ``layer`` about every call of the main port, after auth (and the rate limit), before the wire layer.
+
+        Layers added earlier are outer. See service.layers.hooks: Layer, Hooks, Call, Refusal.
+        """
+        self.layers.append(layer)
+
+    def _note(self, service: str, seen: set[str], registering_module: str | None) -> None:
         if service in seen:
             raise DuplicateService(service)
         seen.add(service)
         self._services[service] = None
+        _load_descriptor(service, registering_module)
 
     @property
     def as_server(self) -> grpc.aio.Server:
@@ -98,3 +112,19 @@ class Registry:
             else:
                 methods += [f"{service}/{method.name}" for method in descriptor.methods]
         return methods
+
+
+def _load_descriptor(service: str, registering_module: str | None) -> None:
+    """Import the ``_pb2`` module beside the ``_pb2_grpc`` one that registered ``service``, unless the pool knows it.
+
+    Generated ``add_<Service>Servicer_to_server`` functions register from their ``x_pb2_grpc``
+    module, whose ``x_pb2`` sibling holds the service's descriptor. A proto file of services only
+    (its methods take and return imported messages) gives an ``x_pb2_grpc`` that never imports
+    ``x_pb2``: without this, reflection, the policy and the metrics would not know the service.
+    """
+    if registering_module is None or not registering_module.endswith("_pb2_grpc"):
+        return
+    try:
+        descriptor_pool.Default().FindServiceByName(service)
+    except KeyError:
+        importlib.import_module(registering_module.removesuffix("_grpc"))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,14 @@ import pytest
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from service.client import create_channel
-from service.config.settings import ClientSettings, Settings
+from service.config.settings import Settings
 from service.generated.rpc_package import helloworld_pb2_grpc
 from service.hello import register as register_hello
 from service.registry import Registry
-from service.security.dev_pki import write_dev_pki
 from service.security.tokens import parse_tokens
+from service.server.app import App
 from service.server.factory import BuiltServer, build_server
+from service.testing import Pki, client_settings, server_settings, serving
 
 from .manifests import VARIANTS, render
 
@@ -57,41 +58,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
 
 
-@dataclass(frozen=True)
-class Pki:
-    """The files of one hello-certs output folder."""
-
-    dir: Path
-
-    @property
-    def ca(self) -> Path:
-        return self.dir / "ca.pem"
-
-    @property
-    def server(self) -> Path:
-        return self.dir / "server.pem"
-
-    @property
-    def server_key(self) -> Path:
-        return self.dir / "server-key.pem"
-
-    @property
-    def client(self) -> Path:
-        return self.dir / "client.pem"
-
-    @property
-    def client_key(self) -> Path:
-        return self.dir / "client-key.pem"
-
-    @property
-    def token_file(self) -> Path:
-        return self.dir / "token"
-
-    @property
-    def token(self) -> str:
-        return parse_tokens(self.token_file.read_text())[0][1]
-
-
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(_pki(tmp_path_factory, "pki"))
@@ -104,8 +70,7 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def _pki(factory: pytest.TempPathFactory, name: str) -> Path:
-    directory = factory.mktemp(name)
-    write_dev_pki(directory)
+    directory = Pki.create(factory.mktemp(name)).dir
     for key in ("ca-key.pem", "server-key.pem", "client-key.pem"):
         secret(_key_material((directory / key).read_bytes()))
     secret(parse_tokens((directory / "token").read_text())[0][1])
@@ -125,35 +90,6 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """kubectl kustomize output for the base and each overlay (tests/manifests.py reads it)."""
     out = tmp_path_factory.mktemp("rendered")
     return {variant: render(variant, out) for variant in VARIANTS}
-
-
-def server_settings(pki: Pki, *, mtls: bool = False, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "tls": {
-            "cert_file": pki.server,
-            "key_file": pki.server_key,
-            "client_ca_file": pki.ca if mtls else None,
-        },
-        "auth": {"tokens_file": pki.token_file},
-        "health_port": 0,
-        "metrics_port": 0,
-        "shutdown_grace_seconds": 0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-def client_settings(pki: Pki, port: int, **overrides: Any) -> ClientSettings:
-    values: dict[str, Any] = {
-        "target": f"127.0.0.1:{port}",
-        "ca_file": pki.ca,
-        "token": pki.token,
-        "timeout": 5,
-    }
-    values.update(overrides)
-    return ClientSettings(**values)
 
 
 def tokenless_channel(pki: Pki, port: int) -> AbstractAsyncContextManager[grpc.aio.Channel]:
@@ -178,10 +114,7 @@ async def mtls_server(pki: Pki) -> AsyncIterator[BuiltServer]:
 def hello_registry(settings: Settings, servicer: Any = None) -> Registry:
     """The Hello app's registry: Hello's servicer, or ``servicer`` (a HelloWorldService servicer) in its place."""
     registry = Registry(settings)
-    if servicer is None:
-        register_hello(registry)
-    else:
-        helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(servicer, registry.as_server)
+    _hello(servicer, registry)
     return registry
 
 
@@ -191,18 +124,24 @@ async def build_hello(settings: Settings) -> BuiltServer:
 
 
 class running:
-    """``async with running(settings) as built``: a started server (Hello, ``servicer``, or ``registry``'s app)."""
+    """``async with running(settings) as built``: a started server (service.testing.serving), stopped on exit.
 
-    def __init__(self, settings: Settings, servicer: Any = None, tracer: Any = None, registry: Any = None) -> None:
-        self._settings, self._servicer, self._tracer, self._registry = settings, servicer, tracer, registry
+    It serves ``app``, else Hello (with ``servicer`` in place of Hello's).
+    """
+
+    def __init__(self, settings: Settings, servicer: Any = None, tracer: Any = None, app: App | None = None) -> None:
+        self._serving = serving(app or functools.partial(_hello, servicer), settings, tracer=tracer)
 
     async def __aenter__(self) -> BuiltServer:
-        registry = self._registry if self._registry is not None else hello_registry(self._settings, self._servicer)
-        self._built = await build_server(self._settings, registry, tracer=self._tracer)
-        for server in self._built.servers:
-            await server.start()
-        return self._built
+        return await self._serving.__aenter__()
 
-    async def __aexit__(self, *exc: object) -> None:
-        for server in self._built.servers:
-            await server.stop(None)
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._serving.__aexit__(*exc)
+
+
+def _hello(servicer: Any, registry: Registry) -> None:
+    """Hello, with ``servicer`` as its servicer when given."""
+    if servicer is None:
+        register_hello(registry)
+    else:
+        helloworld_pb2_grpc.add_HelloWorldServiceServicer_to_server(servicer, registry.as_server)

@@ -84,14 +84,19 @@ class ServerProcess:
     def wait_for(self, event: str, timeout: float = STARTUP_TIMEOUT) -> dict[str, Any]:
         """Block until the server logs ``event``; fail if it exits or stays silent for ``timeout``."""
         while True:
-            try:
-                line = self._lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no {event!r} line within {timeout}s; saw {self.events}") from None
-            if line is None:
-                raise AssertionError(f"server exited before {event!r}: {self.stderr()} {self.events}")
+            line = self.next_line(timeout, event)
             if line.get("event") == event:
                 return line
+
+    def next_line(self, timeout: float = STARTUP_TIMEOUT, awaited: str = "a line") -> dict[str, Any]:
+        """The next line the server logs; fail if it exits or stays silent for ``timeout``."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no {awaited!r} line within {timeout}s; saw {self.events}") from None
+        if line is None:
+            raise AssertionError(f"server exited before {awaited!r}: {self.stderr()} {self.events}")
+        return line
 
     async def await_event(self, event: str, timeout: float = STARTUP_TIMEOUT) -> dict[str, Any]:
         return await asyncio.to_thread(self.wait_for, event, timeout)

@@ -30,6 +30,7 @@ from .manifests import (
 )
 from .processes import clean_env, run
 
+TEAM_DOCKERFILE = DEPLOY / "team.Dockerfile"
 TOOLS = ROOT / ".venv-deploy" / "bin"
 KUBERNETES_VERSIONS = ["1.30.0", None]  # None: the newest kubernetes-validate bundles
 
@@ -45,7 +46,7 @@ def test_manifests_validate_strictly(rendered: dict[str, Path], version: str | N
 
 def test_checkov_finds_nothing(rendered: dict[str, Path]) -> None:
     command = [str(TOOLS / "checkov"), "--skip-download", "--output", "json"]
-    command += ["--framework", "kubernetes", "dockerfile", "-f", str(DEPLOY / "Dockerfile")]
+    command += ["--framework", "kubernetes", "dockerfile", "-f", str(DOCKERFILE), "-f", str(TEAM_DOCKERFILE)]
     for path in rendered.values():
         command += ["-f", str(path)]
     result = run(command, clean_env(), 300, rendered["base"].parent)
@@ -56,12 +57,14 @@ def test_checkov_finds_nothing(rendered: dict[str, Path]) -> None:
     assert failed == []
     assert passed > 100  # both frameworks really ran
     skipped = {c["check_id"] for report in reports for c in report["results"].get("skipped_checks", [])}
-    # The dev overlay's two, each with its reason in the manifest; the Dockerfile's FROM ${BASE} (its reason there).
-    assert skipped == {"CKV_K8S_43", "CKV_K8S_15", "CKV_DOCKER_7"}
+    # The dev overlay's two, each with its reason in the manifest; the Dockerfiles' FROM ${BASE}, and the team
+    # image's HEALTHCHECK, inherited from ours (their reasons there).
+    assert skipped == {"CKV_K8S_43", "CKV_K8S_15", "CKV_DOCKER_7", "CKV_DOCKER_2"}
 
 
-def test_hadolint_finds_nothing() -> None:
-    result = run([str(TOOLS / "hadolint"), str(DEPLOY / "Dockerfile")], clean_env(), 60)
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, TEAM_DOCKERFILE], ids=["ours", "team"])
+def test_hadolint_finds_nothing(dockerfile: Path) -> None:
+    result = run([str(TOOLS / "hadolint"), str(dockerfile)], clean_env(), 60)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
@@ -111,13 +114,22 @@ def test_prod_turns_on_mutual_tls(rendered: dict[str, Path]) -> None:
     assert re.fullmatch(r"[\w./-]+@sha256:[0-9a-f]{64}", image)
 
 
-def test_dockerfile_pins_its_base() -> None:
-    steps = instructions(DOCKERFILE.read_text())
+def _base(dockerfile: Path) -> str:
+    steps = instructions(dockerfile.read_text())
     [base] = [args.partition("=")[2] for keyword, args in steps if keyword == "ARG" and args.startswith("BASE=")]
+    return base
+
+
+def test_dockerfile_pins_its_base() -> None:
+    base = _base(DOCKERFILE)
     assert re.fullmatch(r"[\w./:-]+@sha256:[0-9a-f]{64}", base), base
-    for keyword, args in steps:
+    for keyword, args in instructions(DOCKERFILE.read_text()):
         if keyword == "FROM":
             assert re.match(r"(\$\{BASE\}|\S+@sha256:[0-9a-f]{64})( |$)", args), args
+    # A team's image installs into our virtualenv, whose python is the base's: the same base.
+    assert _base(TEAM_DOCKERFILE) == base
+    team_stages = [args for keyword, args in instructions(TEAM_DOCKERFILE.read_text()) if keyword == "FROM"]
+    assert team_stages == ["${HELLO_IMAGE} AS hello", "${BASE} AS build", "${HELLO_IMAGE}"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -42,11 +42,9 @@ class CatchAll(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(echo)
 
 
-def _registry(settings: Any) -> Registry:
-    registry = Registry(settings)
+def _app(registry: Registry) -> None:
     register_hello(registry)
     registry.add_generic_rpc_handlers((CatchAll(),))
-    return registry
 
 
 REPORTING_TOKEN = secret("reporting-token-0123456789abcdef")
@@ -58,7 +56,7 @@ async def served(pki: Pki, tmp_path: Path) -> AsyncIterator[BuiltServer]:
     tokens.write_text(f"dev:{pki.token}\nreporting:{REPORTING_TOKEN}\n")
     policy.write_text('[allow]\ndev = ["*"]\nreporting = ["rpc_package.HelloWorldService/*"]\n')
     settings = server_settings(pki, auth={"tokens_file": tokens, "policy_file": policy})
-    async with running(settings, registry=_registry(settings)) as built:
+    async with running(settings, app=_app) as built:
         yield built
 
 

@@ -56,7 +56,7 @@ def team_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamApp]:
     package = root / "teamapp"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    for module in ("app.py", "bad_apps.py"):
+    for module in ("app.py", "sync_app.py", "bad_apps.py"):
         shutil.copy(TEAM_APP / module, package / module)
     generate = [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--protos", str(TEAM_APP / "protos")]
     result = run([*generate, "--out", str(package / "generated")], {}, timeout=60)
@@ -86,12 +86,20 @@ def _team_env(pki: Pki, team_app: TeamApp, app: str = "teamapp.app:app", **setti
     return pki_env(pki, HELLO_APP=app, PYTHONPATH=team_app.root, HELLO_MAX_MESSAGE_BYTES=MAX_MESSAGE_BYTES, **settings)
 
 
-@pytest.fixture(scope="module")
-def inventory(pki: Pki, team_app: TeamApp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+# The team's servicer with async handlers, and the same with grpc's sync API: every case runs for both.
+APPS = ("teamapp.app:app", "teamapp.sync_app:app")
+
+
+@pytest.fixture(scope="module", params=APPS, ids=["async", "sync"])
+def inventory(
+    pki: Pki, team_app: TeamApp, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
     """hello-server serving only the team's app, which reads its own setting from the same env file."""
     env_file = tmp_path_factory.mktemp("env") / "team.env"
     env_file.write_text("INVENTORY_SKU_PREFIX=team-\n")
-    server = ServerProcess([str(BIN / "hello-server"), "--env-file", str(env_file)], _team_env(pki, team_app))
+    server = ServerProcess(
+        [str(BIN / "hello-server"), "--env-file", str(env_file)], _team_env(pki, team_app, request.param)
+    )
     server.port = server.serving_port()  # type: ignore[attr-defined]
     yield server
     server.stop()
@@ -212,10 +220,16 @@ async def _rpc_line(server: ServerProcess, method: str, code: str) -> dict[str, 
 
 
 async def _cancelled_and_logged(server: ServerProcess, method: str, code: str) -> None:
-    """The handler of ``method`` saw its cancellation, and the access line says ``code``."""
-    cancelled = await server.await_event("handler cancelled", timeout=10)
-    assert cancelled["handler"] == method
-    await _rpc_line(server, method, code)
+    """The handler of ``method`` saw its cancellation, and the access line says ``code`` (in either order:
+    a sync handler learns of it in its thread, after the call ended)."""
+    cancelled = line = False
+    while not (cancelled and line):
+        event = await asyncio.to_thread(server.next_line, 10)
+        if event.get("event") == "handler cancelled":
+            assert event["handler"] == method
+            cancelled = True
+        elif event.get("event") == "rpc" and event["method"] == f"/{SERVICE}/{method}" and event["code"] == code:
+            line = True
 
 
 async def test_a_caller_that_cancels_cancels_the_handler(
@@ -351,9 +365,7 @@ async def test_a_policy_line_for_the_teams_service(pki: Pki, team_app: TeamApp, 
     policy = tmp_path / "policy.toml"
     policy.write_text(f'[allow]\ndev = ["{SERVICE}/GetItem"]\n')
     settings = server_settings(pki, auth={"tokens_file": pki.token_file, "policy_file": policy})
-    registry = Registry(settings)
-    register(registry)
-    async with running(settings, registry=registry) as built:
+    async with running(settings, app=register) as built:
         async with create_channel(client_settings(pki, built.port)) as channel:
             stub = team_app.grpc.InventoryServiceStub(channel)
             ok, _ = await invoke(stub, team_app.pb, "unary", team_app.pb.Script())

@@ -13,6 +13,7 @@ import pytest
 from service.client import check_health, create_channel, say_hello
 from service.generated.rpc_package import helloworld_pb2 as pb
 from service.hello import HelloServicer
+from service.server.lifecycle import start, stop
 
 from .conftest import Pki, build_hello, client_settings, running, secret, server_settings
 
@@ -91,22 +92,23 @@ async def test_concurrency_cap_refuses_beyond_it_and_recovers(pki: Pki) -> None:
     assert refused.details() == "server busy: 2 calls in flight; retry shortly"
 
 
-class _on_both_loopbacks(running):
-    """``running``, and the main server listening on ::1 too, at the same port and with the same TLS:
+class _on_both_loopbacks:
+    """A started server, the main one listening on ::1 too, at the same port and with the same TLS:
     two peer addresses on one machine (grpc binds only 127.0.0.1 for "localhost" on some releases)."""
 
     def __init__(self, settings: Any, pki: Pki) -> None:
-        super().__init__(settings)
-        self._pki = pki
+        self._settings, self._pki = settings, pki
 
     async def __aenter__(self) -> Any:
         built = await build_hello(self._settings)
         key_pair = (self._pki.server_key.read_bytes(), self._pki.server.read_bytes())
         built.server.add_secure_port(f"[::1]:{built.port}", grpc.ssl_server_credentials([key_pair]))
         self._built = built
-        for server in built.servers:
-            await server.start()
+        await start(built)
         return built
+
+    async def __aexit__(self, *exc: object) -> None:
+        await stop(self._built, None)
 
 
 async def test_address_failing_auth_is_throttled_while_its_valid_callers_are_served(pki: Pki) -> None:

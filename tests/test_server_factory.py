@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from structlog.testing import capture_logs
 
 from service.client import create_channel, say_hello
+from service.config.settings import TlsSettings
 from service.errors import StartupError
 from service.generated.rpc_package import helloworld_pb2, helloworld_pb2_grpc
 from service.security.dev_pki import make_ca, make_leaf
@@ -39,7 +40,7 @@ async def test_second_server_on_a_busy_port_is_refused(server: BuiltServer, pki:
 
 
 async def test_insecure_mode_serves_plaintext_with_token_auth(pki: Pki) -> None:
-    settings = server_settings(pki, tls={}, insecure=True)
+    settings = server_settings(pki, tls=TlsSettings(), insecure=True)
     with capture_logs() as logs:
         async with running(settings) as built, grpc.aio.insecure_channel(f"127.0.0.1:{built.port}") as channel:
             stub = helloworld_pb2_grpc.HelloWorldServiceStub(channel)

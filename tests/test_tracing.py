@@ -182,3 +182,34 @@ async def test_tracing_is_off_by_default(pki: Pki, spans: tuple[TracerProvider, 
             await say_hello(channel, "untraced")
     assert built.tracer is None
     assert exporter.get_finished_spans() == ()
+
+
+async def test_a_sync_handlers_call_has_its_span_current_in_the_handlers_thread(
+    pki: Pki, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    from opentelemetry import trace
+
+    from service.registry import Registry
+
+    seen: list[int] = []
+
+    def lookup(request: bytes, context: grpc.ServicerContext) -> bytes:
+        seen.append(trace.get_current_span().get_span_context().trace_id)  # a call made here joins the trace
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such order")
+
+    def app(registry: Registry) -> None:
+        handlers = {"Get": grpc.unary_unary_rpc_method_handler(lookup)}
+        # As generated code registers: by name too, so that the method is declared (and its span named).
+        registry.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("team.Orders", handlers),))
+        registry.add_registered_method_handlers("team.Orders", handlers)
+
+    provider, exporter = spans
+    async with running(server_settings(pki, tracing={"enabled": True}), tracer=provider, app=app) as built:
+        async with create_channel(client_settings(pki, built.port)) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary("/team.Orders/Get")(b"1", timeout=5)
+        assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+        [span] = await _server_spans(exporter, 1)
+    assert span.name == "team.Orders/Get"
+    assert dict(span.attributes or {})["rpc.response.status_code"] == "NOT_FOUND"
+    assert seen == [span.context.trace_id]

@@ -117,3 +117,18 @@ def test_tracing_is_an_extra_and_its_absence_is_a_start_up_error(installed: Path
     [line] = result.stderr.splitlines()
     assert line.startswith("hello-server: HELLO_TRACING__ENABLED: tracing needs the [tracing] extra"), line
     assert "pip install 'hello-grpc-service[tracing]'" in line
+
+
+def test_the_wheel_ships_service_testing_and_its_pytest_plugin(installed: Path) -> None:
+    # service.testing imports without pytest (the runtime has none); pytest finds the plugin by its entry point.
+    code = (
+        "import importlib.metadata as m, sys, service.testing\n"
+        "print(service.testing.__file__)\n"
+        "print([e.value for e in m.entry_points(group='pytest11') if e.name == 'hello-grpc-service'])\n"
+        "print('pytest' in sys.modules)"
+    )
+    result = run([str(installed / "python"), "-c", code], clean_env(), 60, installed)
+    assert result.returncode == 0, result.stderr
+    module, plugins, pytest_loaded = result.stdout.splitlines()
+    assert Path(module).is_relative_to(installed.parent)
+    assert (plugins, pytest_loaded) == ("['service.pytest_plugin']", "False")

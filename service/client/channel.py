@@ -12,12 +12,13 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from ..config.settings import ClientSettings
-from ..generated.rpc_package import helloworld_pb2 as pb
-from ..generated.rpc_package import helloworld_pb2_grpc
 from ..security.credentials import channel_credentials
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+
+    from ..generated.rpc_package import helloworld_pb2 as pb
+    from ..generated.rpc_package import helloworld_pb2_grpc
 
 DEFAULT_TIMEOUT = ClientSettings.model_fields["timeout"].default
 REQUEST_ID = "x-request-id"
@@ -148,6 +149,11 @@ async def create_channel(
 
 
 def _stub(channel: grpc.aio.Channel) -> helloworld_pb2_grpc.HelloWorldServiceAsyncStub:
+    # Hello's generated code is imported at its first call, here and in each function below: a
+    # team's client (and service.testing) then loads none of it, whose descriptors would clash
+    # with the team's own copy of the seed's proto (rpc_package.HelloRequest).
+    from ..generated.rpc_package import helloworld_pb2_grpc
+
     # Given an aio channel, the stub's methods are grpc.aio's (the stubs' overload says so).
     return helloworld_pb2_grpc.HelloWorldServiceStub(channel)
 
@@ -159,6 +165,8 @@ async def say_hello(
 
     ``timeout`` bounds the whole call, grpc's retries included.
     """
+    from ..generated.rpc_package import helloworld_pb2 as pb
+
     reply = await _stub(channel).SayHello(pb.HelloRequest(name=name), timeout=timeout, metadata=_metadata(request_id))
     return str(reply.message)
 
@@ -172,6 +180,8 @@ async def say_hello_repeated(
     request_id: str | None = None,
 ) -> AsyncIterator[str]:
     """SayHelloRepeated: yields ``count`` greetings as the server streams them."""
+    from ..generated.rpc_package import helloworld_pb2 as pb
+
     call = _stub(channel).SayHelloRepeated(
         pb.SayHelloRepeatedRequest(name=name, count=count), timeout=timeout, metadata=_metadata(request_id)
     )
@@ -187,6 +197,8 @@ async def say_hello_to_many(
     request_id: str | None = None,
 ) -> str:
     """SayHelloToMany: streams the names and returns the one greeting for all of them."""
+    from ..generated.rpc_package import helloworld_pb2 as pb
+
     requests = (pb.SayHelloToManyRequest(name=name) for name in names)
     reply = await _stub(channel).SayHelloToMany(requests, timeout=timeout, metadata=_metadata(request_id))
     return str(reply.message)
@@ -200,6 +212,7 @@ async def say_hello_chat(
     request_id: str | None = None,
 ) -> AsyncIterator[str]:
     """SayHelloChat: yields a greeting for each name as the server answers it."""
+    from ..generated.rpc_package import helloworld_pb2 as pb
 
     async def requests() -> AsyncIterator[pb.SayHelloChatRequest]:
         if isinstance(names, AsyncIterable):

@@ -262,6 +262,10 @@ class Settings(BaseSettings):
         """How many worker processes to run on a machine with ``cores`` cores."""
         return cores if self.workers == "auto" else self.workers
 
+    # Threads that run sync (def) handlers, each call holding one from start to end; a call beyond
+    # them waits for one. 40: Starlette's (anyio's) default for its sync endpoints.
+    handler_threads: int = Field(default=40, ge=1, le=1024)
+
     # The event loop: uvloop (libuv, in C) serves about an eighth more calls per CPU second than
     # asyncio's own loop (make bench); "auto" takes uvloop where it is installed.
     loop: Literal["auto", "uvloop", "asyncio"] = "auto"

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextvars import ContextVar
 from typing import Any, cast
 from urllib.parse import unquote
 
 import grpc
 import structlog
 
+from ..identity import Caller, Proof, current_caller
 from ..security.authenticators import Authenticate, AuthError
 from ..status_details import NO_RETRY, error_info, retry_info
 from .buckets import Buckets
 from .hooks import Call, Hooks, Method, Refusal
 
 Authorize = Callable[[str, str], bool]
-
-# The authenticated principal of the call running in this task (None for public services).
-current_principal: ContextVar[str | None] = ContextVar("current_principal", default=None)
+# Callers remembered by principal, so a call makes none; more are forgotten all at once.
+MAX_CALLERS = 4096
 
 
 def peer_host(peer: str) -> str:
@@ -73,8 +72,10 @@ class Auth:
         authorize: Authorize = _allow_all,
         on_refusal: Callable[[str], None] = lambda _reason: None,
         failures: Buckets | None = None,
+        proven_by: Proof = "token",
     ) -> None:
         self._authenticate, self._authorize, self._on_refusal = authenticate, authorize, on_refusal
+        self._proven_by, self._callers = proven_by, dict[str, Caller]()
         # Failed authentications per peer address. An address whose bucket is empty has its failed
         # calls refused as throttled; a valid credential from it is served as ever (callers behind
         # one NAT, proxy or sidecar share the address with whoever guesses). So every credential is
@@ -97,7 +98,7 @@ class Auth:
             raise self._refusal(call, error) from None
         # Bound before the policy's answer, so that a refused call's line names who was refused.
         structlog.contextvars.bind_contextvars(principal=principal)
-        current_principal.set(principal)
+        current_caller.set(self._caller(principal))
         if method is not None and not self._authorize(principal, method):
             denied = AuthError(f"{principal} may not call {method}", "denied", grpc.StatusCode.PERMISSION_DENIED)
             raise self._refusal(call, denied)
@@ -122,3 +123,11 @@ class Auth:
         self._on_refusal(error.reason)
         # The reason the metrics count, in google.rpc's UPPER_SNAKE_CASE; never the credentials.
         return Refusal(error.code, error.message, details=(error_info(error.reason.upper()),))
+
+    def _caller(self, principal: str) -> Caller:
+        known = self._callers.get(principal)
+        if known is None:
+            if len(self._callers) >= MAX_CALLERS:
+                self._callers.clear()
+            known = self._callers[principal] = Caller(principal, self._proven_by)
+        return known

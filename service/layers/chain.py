@@ -2,6 +2,7 @@
 
 One wrapper per handler runs the layers' hooks in order, for all four RPC kinds and either
 streaming style (async generator or context.write), and settles the status code in one place.
+A sync handler (grpc's sync API) is the same to the layers: it runs in a pool thread (sync_handlers.py).
 Wrapping at registration instead of with grpc.aio interceptors keeps grpc's fast path: with any
 interceptor, grpc awaits the whole interceptor chain on every call before it finds the handler.
 """
@@ -18,6 +19,8 @@ import grpc
 
 from .hooks import OK, UNKNOWN, Call, Hooks, Layer, Method, Refusal
 from .recovery import exit_failed, internal_error
+from .sync_handlers import in_threads, is_sync
+from .threads import HandlerThreads
 
 if TYPE_CHECKING:
     from ..registry import Registry
@@ -152,10 +155,15 @@ async def _send_headers(call: Call) -> None:
     await call.context.send_initial_metadata(headers)
 
 
-def _wrap(plan: _Plan, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+def _wrap(
+    plan: _Plan, handler: grpc.RpcMethodHandler[Any, Any], threads: HandlerThreads
+) -> grpc.RpcMethodHandler[Any, Any]:
     # A coroutine function, or an async generator function, of the handler's kind.
     behavior: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
     streaming_requests, streaming_responses = handler.request_streaming, handler.response_streaming
+    if is_sync(behavior):
+        # grpc's sync API (def, generators, request iterators): the same, run in a thread of the pool.
+        behavior = in_threads(behavior, streaming_requests, streaming_responses, threads)
 
     def arguments(request: Any, call: Call) -> tuple[Any, Any]:
         # Every handler gets the wrapper, unary ones too: their metadata merges with the layers'.
@@ -228,13 +236,17 @@ MAX_CACHED = 1024
 
 
 class Chain:
-    """Layers, outermost first, and the handlers they wrapped (one per method and inner handler)."""
+    """Layers, outermost first, and the handlers they wrapped (one per method and inner handler).
 
-    def __init__(self, layers: Iterable[Layer]) -> None:
+    Sync handlers run in ``threads`` (a pool of its default size when not given).
+    """
+
+    def __init__(self, layers: Iterable[Layer], threads: HandlerThreads | None = None) -> None:
         self._layers = tuple(layers)
         # Set by the server's lifecycle when it cancels the calls in flight (a forced stop, or the
         # grace period is over): from then on a cancelled call was cancelled by the server.
         self.cancelling = False
+        self.threads = threads if threads is not None else HandlerThreads()
         self._wrapped: OrderedDict[
             tuple[str, int], tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
         ] = OrderedDict()
@@ -248,7 +260,7 @@ class Chain:
         """``handler`` of the method ``name`` ("/pkg.Service/Method") with every layer's hooks about each call."""
         method = Method(name, known, handler, self._declared is None or name in self._declared)
         hooks = [h for layer in self._layers if (h := layer.hooks(method)) is not None]
-        return _wrap(_Plan(method, hooks, self), handler)
+        return _wrap(_Plan(method, hooks, self), handler, self.threads)
 
     def serve(self, server: grpc.aio.Server, registry: Registry) -> None:
         """Serve every handler ``registry`` holds on ``server``, each wrapped with the layers' hooks.

@@ -68,6 +68,12 @@ class Call:
             self._peer = self.context.peer()
         return self._peer
 
+    def add_trailers(self, *metadata: tuple[str, str]) -> None:
+        """Send ``metadata`` in the call's trailers too, beside what the handler and the other layers set."""
+        self.trailers += metadata
+        context = self.context
+        context.set_trailing_metadata((*(context.trailing_metadata() or ()), *metadata))
+
 
 class Refusal(Exception):
     """Raised by a hook to end the call with ``code`` and ``message`` (safe to show the caller).

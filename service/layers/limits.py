@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
+from ..identity import current_caller
 from ..status_details import NO_RETRY, pushback_within, quota_failure, retry_info
-from .auth import current_principal
 from .buckets import Buckets
 from .hooks import Call, Hooks, Method, Refusal
 
@@ -66,9 +66,10 @@ class RateLimit:
         return self._hooks
 
     def _admit(self, call: Call) -> None:
-        principal = current_principal.get()
-        if principal is None:
+        caller = current_caller.get()
+        if caller is None:
             return
+        principal = caller.principal
         wait = self._buckets.take(principal)
         if wait:
             self._on_limited("rate")

@@ -13,6 +13,7 @@ from .. import __version__
 from ..config.settings import Settings, env_name
 from ..errors import ConfigError
 from ..layers import Chain
+from ..layers.threads import HandlerThreads
 from ..layers.watches import OpenWatches
 from ..observability.metrics import ServerMetrics
 from ..registry import DuplicateService, Registry
@@ -30,6 +31,7 @@ from .stack import health_port_layers, server_layers
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+
 
 log = structlog.get_logger("hello.server")
 
@@ -119,11 +121,18 @@ async def build_server(
     # Health's Watch streams are capped on the whole server: both ports count against one limit.
     watches = OpenWatches(settings.health.max_watch_streams)
     layers = server_layers(
-        settings, tls, metrics, tracer, methods=registry.methods(), public_services=public, watches=watches
+        settings,
+        tls,
+        metrics,
+        tracer,
+        methods=registry.methods(),
+        public_services=public,
+        watches=watches,
+        own=registry.layers,
     )
     # No grpc interceptors: the chain wraps each handler once, here, as it is registered.
     server = grpc.aio.server(options=server_options(settings, shared_port))
-    chain = Chain(layers)
+    chain = Chain(layers, HandlerThreads(settings.handler_threads))
     chain.serve(server, registry)
     for service in ("", *app_services):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ..config.settings import Settings
+from ..observability.loop_watch import LoopWatch
 from ..observability.metrics import PUSH_SECONDS, ServerMetrics
 from ..registry import Registry
 from .app import App, load_app, started
@@ -63,6 +64,28 @@ async def _release_memory_every(seconds: float) -> None:
             return
 
 
+async def start(built: BuiltServer) -> None:
+    """Start every server ``built`` holds: the main one and, when on, the health port."""
+    for server in built.servers:
+        await server.start()
+
+
+async def stop(built: BuiltServer, grace: float | None) -> None:
+    """Stop every server (calls in flight get ``grace`` seconds; None: none), then the sync handlers' threads."""
+    try:
+        await asyncio.gather(*(s.stop(grace) for s in built.servers))
+    finally:
+        end_threads(built)
+
+
+def end_threads(built: BuiltServer) -> None:
+    """No sync handler starts any more; one still running is abandoned to its caller's UNAVAILABLE, and said so."""
+    threads = built.chain.threads
+    threads.shutdown()
+    if threads.busy:
+        log.warning("sync handlers still running at exit: abandoned", handlers=threads.busy)
+
+
 class Lifecycle:
     """A built server from start to stop: ``startup()``, ``main_loop()`` until ``stop()``, then ``shutdown()``.
 
@@ -82,6 +105,7 @@ class Lifecycle:
         self.metrics_port: int | None = None
         self._metrics_http: BoundedHttpServer | None = None
         self._background: list[asyncio.Future[None]] = []
+        self._watch = LoopWatch()  # says when a handler blocks the event loop
 
     def stop(self, *, force: bool = False) -> None:
         """Ask for a graceful shutdown; with ``force``, skip what is left of the drain and the grace period."""
@@ -100,8 +124,8 @@ class Lifecycle:
             self.metrics_port = None if self._metrics_http is None else int(self._metrics_http.server_port)
         self._background.append(asyncio.ensure_future(_push_every(built.metrics, PUSH_SECONDS)))
         self._background.append(asyncio.ensure_future(_release_memory_every(TRIM_SECONDS)))
-        for server in built.servers:
-            await server.start()
+        await start(built)
+        self._watch.start()
         if self.ready_fd is not None:
             os.write(self.ready_fd, b"1")
             os.close(self.ready_fd)
@@ -156,6 +180,8 @@ class Lifecycle:
 
     def close(self) -> None:
         """Release what startup() began (once; shutdown() ends with it, a failed start-up needs it alone)."""
+        self._watch.stop()
+        end_threads(self.built)
         for task in self._background:
             task.cancel()
         self._background.clear()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from grpc_health.v1 import health
 
 from ..config.settings import Settings
+from ..identity import PROVEN_BY
 from ..layers.access_log import AccessLog
 from ..layers.auth import Auth
 from ..layers.buckets import Buckets
@@ -35,22 +36,29 @@ def server_layers(
     methods: Sequence[str],
     public_services: Sequence[str],
     watches: OpenWatches,
+    own: Sequence[Layer] = (),
 ) -> list[Layer]:
     """Outermost first; ``methods`` are all the server serves (the policy names only those),
     ``public_services`` those callers reach without credentials, ``watches`` the health Watch
-    streams open on every port."""
+    streams open on every port, ``own`` the app's layers (add_layer)."""
     rules = policy(settings.auth, methods)
     allows = rules.allows if rules else (lambda _principal, _method: True)
     limits = settings.rate_limit
     failures = Buckets(limits.auth_failures_per_second, limits.auth_failure_burst)
     auth = Auth(
-        authenticator(settings.auth, tls), public_services, allows, on_refusal=metrics.auth_failure, failures=failures
+        authenticator(settings.auth, tls),
+        public_services,
+        allows,
+        on_refusal=metrics.auth_failure,
+        failures=failures,
+        proven_by=PROVEN_BY[settings.auth.mode],
     )
     # Outermost first. The span (when tracing) covers everything, so log lines carry its trace id;
     # each call gets its request id before anything logs; the access log and metrics see every
     # outcome, including refusals (the chain turns an exception from any layer into INTERNAL);
     # the concurrency cap (and health's own, on Watch) refuses before any work; the rate limit
-    # needs the principal auth names; the wire layer is innermost so that a refused call's body
+    # needs the principal auth names; the app's own layers come next, where the caller is known
+    # and before any body is decoded; the wire layer is innermost so that a refused call's body
     # is never decoded.
     tracing: list[Layer] = []
     if tracer is not None:
@@ -73,6 +81,7 @@ def server_layers(
         _watch_limit(settings, watches, metrics),
         auth,
         *rate,
+        *own,
         Wire(settings.max_message_bytes),
     ]
 

@@ -37,16 +37,17 @@ def _metadata(values: Mapping[str, bytes]) -> tuple[tuple[str, str | bytes], ...
 
 async def _follow(script: pb.Script, context: Any, method: str) -> None:
     """Do what the script says before the handler answers."""
-    if script.initial_metadata:
-        await context.send_initial_metadata(_metadata(script.initial_metadata))
-    if script.trailing_metadata:
-        context.set_trailing_metadata(_metadata(script.trailing_metadata))
-    if script.sleep_seconds:
-        try:
+    try:
+        if script.initial_metadata:
+            await context.send_initial_metadata(_metadata(script.initial_metadata))
+        if script.trailing_metadata:
+            context.set_trailing_metadata(_metadata(script.trailing_metadata))
+        if script.sleep_seconds:
             await asyncio.sleep(script.sleep_seconds)
-        except asyncio.CancelledError:
-            log.info("handler cancelled", handler=method)
-            raise
+    except asyncio.CancelledError:
+        # Also while the initial metadata is sent: the caller may cancel as soon as it has them.
+        log.info("handler cancelled", handler=method)
+        raise
     if script.code:
         await context.abort(CODES[script.code], script.details)
 
