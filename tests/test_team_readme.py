@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _python_block(first_line: str) -> str:
-    """The Python block of the README (or docs/own-service.md, where its reference went) that starts with ``first_line``."""
+    """The Python block of the README or docs/own-service.md that starts with ``first_line``."""
     blocks = re.findall(
         r"^ *```python\n(.*?)^ *```$",
         (ROOT / "README.md").read_text() + (ROOT / "docs" / "own-service.md").read_text(),
