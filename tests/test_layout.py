@@ -12,14 +12,14 @@ import service
 PACKAGE = Path(service.__file__).parent
 # Bottom to top: a module imports from its own folder or from a lower line, never from its own line or above.
 LEVELS = (
-    ("service", "service.errors", "service.status_details", "service.generated"),
+    ("service", "service.errors", "service.status_details", "service.generated", "service.identity"),
     ("service.config",),
     ("service.registry",),
     ("service.security", "service.observability"),
     ("service.layers", "service.hello", "service.client"),
     ("service.server", "service.edge"),
-    ("service.cli",),
-    ("service.__main__",),
+    ("service.cli", "service.testing"),
+    ("service.__main__", "service.pytest_plugin"),
 )
 FACE = "service"  # service/__init__.py imports from every folder, lazily: it is the public face
 
@@ -38,7 +38,18 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, module) for each import of a ``service`` module in ``path``; ``from . import x`` names the module x."""
     package = list(path.relative_to(PACKAGE.parent).parts[:-1])
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    # Names imported for annotations alone (under `if TYPE_CHECKING:`) make no arrow at run time: the
+    # registry may name the Layer type its add_layer takes without importing the layers.
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names if alias.name.split(".")[0] == "service"]
         elif isinstance(node, ast.ImportFrom):

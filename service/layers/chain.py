@@ -195,6 +195,9 @@ def _wrap(
 
         async def generated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             call = Call(context, plan.name)
+            # Asked now, not at exit: a stream its caller cancelled may be closed after grpc freed the
+            # call (grpcio 1.85: context.peer() then crashed the process, test_sync_handlers).
+            call.peer()
             try:
                 plan.enter(call)
                 async for response in behavior(*arguments(request, call)):
