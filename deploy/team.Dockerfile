@@ -25,7 +25,7 @@ COPY *.whl /wheels/
 RUN test -n "$HELLO_APP" || { echo "pass --build-arg HELLO_APP=package.module:attribute" >&2; exit 1; } \
     && python3 -m venv /opt/build \
     && /opt/build/bin/pip --python /opt/hello/bin/python install --root /added /wheels/*.whl \
-    && /opt/hello/bin/python -c "import glob, sys; sys.path[:0] = glob.glob('/added/opt/hello/lib/python3*/site-packages'); from service.app import load_app; load_app(sys.argv[1])" "$HELLO_APP"
+    && /opt/hello/bin/python -c "import glob, sys; sys.path[:0] = glob.glob('/added/opt/hello/lib/python3*/site-packages'); from service.server.app import load_app; load_app(sys.argv[1])" "$HELLO_APP"
 
 FROM ${HELLO_IMAGE}
 ARG HELLO_APP

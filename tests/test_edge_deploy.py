@@ -95,7 +95,11 @@ def test_the_edges_configuration_is_written_from_the_servers_image_and_app(prod:
         assert out in {m["mountPath"] for m in mounts}
     # HELLO_APP is the server's own (its ConfigMap, by the name kustomize gave it).
     [app] = [e for e in init["env"] if e["name"] == "HELLO_APP"]
-    assert app["valueFrom"]["configMapKeyRef"] == {"name": config_map(prod)["metadata"]["name"], "key": "HELLO_APP"}
+    assert app["valueFrom"]["configMapKeyRef"] == {
+        "name": config_map(prod)["metadata"]["name"],
+        "key": "HELLO_APP",
+        "optional": True,
+    }
 
 
 def test_the_edge_speaks_https_to_named_origins_within_limits(prod: dict[str, Any]) -> None:
@@ -163,7 +167,9 @@ def test_the_production_configuration_is_one_envoy_accepts(prod: dict[str, Any],
     }
     client = {"HELLO_EDGE__UPSTREAM_CERT_FILE": pki.client, "HELLO_EDGE__UPSTREAM_KEY_FILE": pki.client_key}
     env.update({key: str(value) for key, value in client.items()})
-    env["HELLO_APP"] = config_map(prod)["data"]["HELLO_APP"]
+    # The init container's HELLO_APP is the ConfigMap's when it names one (optional), else the image's.
+    if "HELLO_APP" in config_map(prod)["data"]:
+        env["HELLO_APP"] = config_map(prod)["data"]["HELLO_APP"]
     result = run([str(BIN / "hello-edge"), "config", "--out", str(tmp_path)], pki_env(pki, **env))
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / BOOTSTRAP).read_text())

@@ -206,8 +206,7 @@ def test_the_image_carries_no_shell_pip_or_compiler_and_keeps_its_healthcheck(im
 
 
 def _make(*args: str) -> str:
-    env = {k: v for k, v in clean_env().items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
-    result = run(["make", "--no-print-directory", "-C", str(ROOT), *args], env, 120)
+    result = _make_run(*args, timeout=120)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result.stdout
 
@@ -411,7 +410,7 @@ packages = ["teamapp"]
 """
 
 
-def _make(*args: str, timeout: float = 840) -> Any:
+def _make_run(*args: str, timeout: float = 840) -> Any:
     env = {k: v for k, v in clean_env().items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     return run(["make", "--no-print-directory", "-C", str(ROOT), *args], env, timeout)
 
@@ -425,7 +424,7 @@ def team_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (package / "__init__.py").write_text("")
     for module in ("app.py", "sync_app.py"):
         shutil.copy(TEAM_APP / module, package / module)
-    result = _make("proto", f"PROTO_DIR={TEAM_APP / 'protos'}", f"PROTO_OUT={package / 'generated'}", timeout=120)
+    result = _make_run("proto", f"PROTO_DIR={TEAM_APP / 'protos'}", f"PROTO_OUT={package / 'generated'}", timeout=120)
     assert result.returncode == 0, result.stderr
     (project / "pyproject.toml").write_text(TEAM_PROJECT)
     command = [str(BIN / "python"), "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
@@ -439,7 +438,7 @@ def team_image(image: str, team_wheels: Path) -> Iterator[str]:
     """make team-image: ours with the team's wheel added, serving its sync servicer."""
     tag = IMAGE.replace("hello-grpc-service:", "hello-team:")
     app = "APP=teamapp.sync_app:app"
-    result = _make("team-image", f"IMAGE={image}", f"WHEELS={team_wheels}", app, f"TEAM_IMAGE={tag}")
+    result = _make_run("team-image", f"IMAGE={image}", f"WHEELS={team_wheels}", app, f"TEAM_IMAGE={tag}")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     yield tag
     podman("rmi", tag)
@@ -471,6 +470,6 @@ def test_a_teams_image_serves_its_app_on_ours(
 
 
 def test_a_teams_image_needs_its_app_named() -> None:
-    result = _make("team-image", "WHEELS=dist", timeout=60)
+    result = _make_run("team-image", "WHEELS=dist", timeout=60)
     assert result.returncode == 2
     assert "make team-image: APP=package.module:attribute is required" in result.stderr

@@ -395,8 +395,8 @@ def serve_with_layers(change: Callable[[list[Any]], list[Any]]) -> int:
     chain = service.server.factory.Chain
 
     class Changed(chain):  # type: ignore[misc, valid-type]
-        def __init__(self, layers: Iterable[Any]) -> None:
-            super().__init__(change(list(layers)))
+        def __init__(self, layers: Iterable[Any], *args: Any, **kwargs: Any) -> None:
+            super().__init__(change(list(layers)), *args, **kwargs)
 
     service.server.factory.Chain = Changed  # type: ignore[misc]
     return main([])
